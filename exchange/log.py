@@ -72,13 +72,28 @@ _ESCAPED_FIELDS = frozenset({"file", "path", "remote_name", "detail", "error", "
 
 
 def escape_text(value: str) -> str:
-    """Printable ASCII only: anything else becomes a backslash escape (like ``repr``)."""
-    return value.encode("unicode_escape").decode("ascii").replace('"', '\\"')
+    """Printable ASCII only: anything else becomes a backslash escape.
+
+    Undecodable bytes (carried as surrogate escapes, see ``escape_bytes``) come out as
+    ``\\xNN``, other characters as ``\\n``, ``\\xNN``, ``\\uNNNN`` like ``repr``.
+    """
+    out = []
+    for char in value:
+        code = ord(char)
+        if char == "\\":
+            out.append("\\\\")
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            out.append(char.encode("unicode_escape").decode("ascii"))
+    return "".join(out)
 
 
 def escape_bytes(value: bytes) -> str:
     """A file name as the kernel gave it (any bytes) rendered safely."""
-    return escape_text(value.decode("utf-8", errors="backslashreplace"))
+    return escape_text(value.decode("utf-8", errors="surrogateescape"))
 
 
 def redact(
