@@ -1,0 +1,301 @@
+"""Whole age files: encrypt and decrypt streams, hashing both sides in the same pass.
+
+Rules:
+
+1. Memory is flat: data moves in batches of :data:`BATCH_CHUNKS` chunks, and at most a few
+   batches are in flight (see ``_pipeline``), whatever the file size.
+2. Every result carries the plaintext and the ciphertext size and SHA-256 (lower-case hex).
+   "Ciphertext" is the age file exactly as stored: the armored text when armored.
+3. Decryption writes each chunk to ``dst`` only after it verified. On failure, what was
+   released stays released (a stream cannot take it back, and the CCTV vectors pin it);
+   keeping it from the final file name is the caller's job (``exchange.fsutil.atomic_write``).
+4. Order of checks on decryption, as in the reference implementation: header grammar, then
+   the identities (a malformed stanza of theirs is a header error), then the header MAC,
+   then the payload nonce, then the payload.
+5. A file is never encrypted to post-quantum and classical recipients together: the
+   classical stanza would let a future quantum computer recover the file key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from exchange.agefmt import _primitives as prim
+from exchange.agefmt import header as hdr
+from exchange.agefmt._pipeline import Fanout
+from exchange.agefmt.armor import ArmorReader, ArmorWriter
+from exchange.agefmt.keys import Identity, Recipient
+from exchange.agefmt.stream import CHUNK, ENC_CHUNK, NONCE_SIZE, Opener, Sealer, payload_key
+from exchange.errors import HeaderError, NoIdentityMatch, UsageError
+
+FILE_KEY_SIZE = 16
+#: Chunks per batch: large enough to amortise per-call overhead, small enough for flat memory.
+BATCH_CHUNKS = 16
+_SNIFF_LIMIT = 1024
+_WHITESPACE = b" \t\r\n"
+
+Read = Callable[[int], bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class EncryptResult:
+    plaintext_size: int
+    plaintext_sha256: str
+    ciphertext_size: int
+    ciphertext_sha256: str
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptResult:
+    plaintext_size: int
+    plaintext_sha256: str
+    ciphertext_size: int
+    ciphertext_sha256: str
+
+
+class _Digest:
+    """A consumer that counts and hashes the blocks it is fed."""
+
+    __slots__ = ("_hash", "size")
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def __call__(self, block: bytes | bytearray) -> None:
+        self._hash.update(block)
+        self.size += len(block)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def _read_full(read: Read, size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at end of input (pipes return short reads)."""
+    data = read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _check_recipients(recipients: Sequence[Recipient]) -> None:
+    if not recipients:
+        raise UsageError("no recipients given", hint="pass at least one recipient (-r age1…)")
+    kinds = {r.kind for r in recipients}
+    if "mlkem768x25519" in kinds and len(kinds) > 1:
+        raise UsageError(
+            "refusing to encrypt to post-quantum and classical recipients together",
+            hint="a classical recipient would let a future quantum computer read the file; "
+            "use only age1pq1… recipients or only age1… ones",
+        )
+
+
+class _Target:
+    """One output file of a fan-out: its header, its STREAM sealer and its consumers."""
+
+    def __init__(self, recipients: Sequence[Recipient], dst: BinaryIO, armor: bool) -> None:
+        _check_recipients(recipients)
+        file_key = prim.random_bytes(FILE_KEY_SIZE)
+        stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
+        nonce = prim.random_bytes(NONCE_SIZE)
+        self.intro = hdr.encode_header(file_key, stanzas) + nonce
+        self.sealer = Sealer(payload_key(file_key, nonce))
+        self.digest = _Digest()
+        self.armor: ArmorWriter | None = None
+        if armor:
+            digest, write = self.digest, dst.write
+
+            def write_armored(block: bytes) -> None:
+                digest(block)
+                write(block)
+
+            self.armor = ArmorWriter(write_armored)
+            self.fanout = Fanout([self.armor.write])
+        else:
+            self.fanout = Fanout([self.digest, dst.write])
+
+    def finish(self) -> None:
+        self.fanout.close()
+        if self.armor is not None:
+            self.armor.close()
+
+
+def encrypt_fanout(
+    src: BinaryIO,
+    targets: Sequence[tuple[Sequence[Recipient], BinaryIO]],
+    *,
+    armor: bool = False,
+) -> tuple[EncryptResult, ...]:
+    """Encrypt ``src`` once per target, reading and hashing the plaintext once."""
+    if not targets:
+        raise UsageError("no output targets given")
+    outputs = [_Target(recipients, dst, armor) for recipients, dst in targets]
+    plain = _Digest()
+    plain_fanout = Fanout([plain])
+    fanouts = [plain_fanout, *(t.fanout for t in outputs)]
+    batch = BATCH_CHUNKS * CHUNK
+    try:
+        for target in outputs:
+            target.fanout.feed(target.intro)
+        pending = _read_full(src.read, batch)
+        while True:
+            following = _read_full(src.read, batch) if len(pending) == batch else b""
+            final = not following
+            plain_fanout.feed(pending)
+            for target in outputs:
+                target.fanout.feed(target.sealer.seal(pending, final))
+            if final or any(f.failed() for f in fanouts):
+                break
+            pending = following
+    except BaseException:
+        for fanout in fanouts:
+            fanout.close(raise_errors=False)
+        raise
+    plain_fanout.close()
+    for target in outputs:
+        target.finish()
+    return tuple(
+        EncryptResult(plain.size, plain.hexdigest(), t.digest.size, t.digest.hexdigest())
+        for t in outputs
+    )
+
+
+def encrypt(
+    src: BinaryIO, dst: BinaryIO, recipients: Sequence[Recipient], *, armor: bool = False
+) -> EncryptResult:
+    """Encrypt ``src`` to ``recipients`` as one age file written to ``dst``."""
+    (result,) = encrypt_fanout(src, [(recipients, dst)], armor=armor)
+    return result
+
+
+class _Source:
+    """A reader with a small look-back buffer: header lines, then whole payload batches."""
+
+    __slots__ = ("_buf", "_read")
+
+    def __init__(self, read: Read, prefix: bytes = b"") -> None:
+        self._read = read
+        self._buf = bytearray(prefix)
+
+    def readline(self, limit: int) -> bytes:
+        while True:
+            end = self._buf.find(b"\n", 0, limit)
+            if end >= 0 or len(self._buf) >= limit:
+                take = end + 1 if end >= 0 else limit
+                line = bytes(self._buf[:take])
+                del self._buf[:take]
+                return line
+            more = self._read(4096)
+            if not more:
+                line = bytes(self._buf)
+                self._buf.clear()
+                return line
+            self._buf += more
+
+    def read_full(self, size: int) -> bytes:
+        if not self._buf:
+            return _read_full(self._read, size)
+        head = bytes(self._buf[:size])
+        del self._buf[:size]
+        if len(head) == size:
+            return head
+        return head + _read_full(self._read, size - len(head))
+
+
+def _sniff(read: Read) -> tuple[bytes, bool]:
+    """Read just enough to tell armor from binary: (bytes read, armored?)."""
+    prefix = bytearray()
+    while len(prefix) <= _SNIFF_LIMIT:
+        byte = read(1)
+        if not byte:
+            break
+        prefix += byte
+        if byte not in _WHITESPACE:
+            return bytes(prefix), byte == b"-"
+    return bytes(prefix), False
+
+
+def _unwrap(stanzas: Sequence[hdr.Stanza], identities: Sequence[Identity]) -> bytes:
+    if len(stanzas) > 1 and any(s.args[0] == "scrypt" for s in stanzas):
+        raise HeaderError("age header: an scrypt stanza must be the only stanza")
+    for identity in identities:
+        file_key = identity.unwrap(stanzas)
+        if file_key is not None:
+            return file_key
+    types = ", ".join(sorted({s.args[0] for s in stanzas}))
+    raise NoIdentityMatch(
+        f"no identity matched any of the file's {len(stanzas)} recipient stanza(s) (types: {types})"
+    )
+
+
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = None,
+) -> DecryptResult:
+    """Decrypt the age file in ``src`` to ``dst``.
+
+    ``armored=None`` detects armor: the file is armored if its first byte that is not
+    whitespace is ``-``. True or False forces one reading.
+    """
+    cipher = _Digest()
+    prefix, detected = _sniff(src.read)
+    armored = detected if armored is None else armored
+    if armored:
+
+        def hashing_read(size: int) -> bytes:
+            data = src.read(size)
+            cipher(data)
+            return data
+
+        cipher(prefix)
+        source = _Source(ArmorReader(hashing_read, prefix).read)
+        cipher_consumers: list[Callable[[bytes | bytearray], object]] = []
+    else:
+        source = _Source(src.read, prefix)
+        cipher_consumers = [cipher]
+    header, covered = hdr.parse(source.readline)
+    file_key = _unwrap(header.stanzas, identities)
+    hdr.verify_mac(file_key, covered, header.mac)
+    nonce = source.read_full(NONCE_SIZE)
+    if len(nonce) != NONCE_SIZE:
+        raise HeaderError("age file: it ends before the payload nonce")
+    opener = Opener(payload_key(file_key, nonce))
+    plain = _Digest()
+    cipher_fanout = Fanout(cipher_consumers)
+    plain_fanout = Fanout([plain, dst.write])
+    batch = BATCH_CHUNKS * ENC_CHUNK
+    try:
+        cipher_fanout.feed(header.encode() + nonce)
+        pending = source.read_full(batch)
+        while True:
+            following = source.read_full(batch) if len(pending) == batch else b""
+            cipher_fanout.feed(pending)
+            released, error = opener.open(pending, at_eof=not following)
+            plain_fanout.feed(released)
+            if error is not None:
+                plain_fanout.close()
+                raise error
+            if not following or plain_fanout.failed() or cipher_fanout.failed():
+                break
+            pending = following
+    except BaseException:
+        cipher_fanout.close(raise_errors=False)
+        plain_fanout.close(raise_errors=False)
+        raise
+    cipher_fanout.close()
+    plain_fanout.close()
+    return DecryptResult(plain.size, plain.hexdigest(), cipher.size, cipher.hexdigest())
