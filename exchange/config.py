@@ -259,7 +259,7 @@ class _Loader:
             # May be empty in a new workspace: nothing can connect until a key is pinned.
             host_keys = hub_t.strings("host_keys", non_empty=False)
             for index, line in enumerate(host_keys or []):
-                error = keycheck.ssh_public_key_problem(line)
+                error = keycheck.host_key_problem(line)
                 if error:
                     hub_t.problem(f"host_keys[{index}]", error)
             timeout = hub_t.integer("connect_timeout", required=False, minimum=1)

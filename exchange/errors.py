@@ -92,7 +92,9 @@ class NoIdentityMatch(FormatError):
 class ArmorError(FormatError):
     """ASCII armor is malformed."""
 
-    default_hint = "the armored file was altered (line endings, wrapping or padding); get a fresh copy"
+    default_hint = (
+        "the armored file was altered (line endings, wrapping or padding); get a fresh copy"
+    )
 
 
 class ManifestError(FormatError):

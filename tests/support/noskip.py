@@ -13,10 +13,18 @@ import pytest
 
 
 @pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, None, None]:
     outcome = yield
     report = outcome.get_result()
-    if os.environ.get("EXCHANGE_DISALLOW_SKIP") == "1" and report.skipped and not hasattr(report, "wasxfail"):
+    if (
+        os.environ.get("EXCHANGE_DISALLOW_SKIP") == "1"
+        and report.skipped
+        and not hasattr(report, "wasxfail")
+    ):
         report.outcome = "failed"
         reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
-        report.longrepr = f"skipped, and skips are not allowed here (EXCHANGE_DISALLOW_SKIP=1): {reason}"
+        report.longrepr = (
+            f"skipped, and skips are not allowed here (EXCHANGE_DISALLOW_SKIP=1): {reason}"
+        )

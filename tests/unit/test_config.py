@@ -61,6 +61,18 @@ def test_example_config_loads() -> None:
 # (file, old text, new text, expected fragment of the one problem, key path it names)
 REFUSALS: list[tuple[str, str, str, str]] = [
     (
+        POLICE,
+        'signing_key = "ed25519:nVvwO+bX4o7ukLi1mY6TDfKTl4EjGK8576Kies3CBAA="',
+        'signing_key = "ed25519:AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
+        "essex-police.toml: keys.signing_key: ed25519 public key: small-order point",
+    ),
+    (
+        "exchange.toml",
+        'host_keys = ["ssh-ed25519 AAAAC3',
+        'host_keys = ["ssh-ed25519 AAAAC4',
+        "exchange.toml: hub.host_keys[0]: ssh public key",
+    ),
+    (
         MASH,
         "purpose =",
         "purpse =",
@@ -205,13 +217,13 @@ REFUSALS: list[tuple[str, str, str, str]] = [
         POLICE,
         'age_recipient = "age1',
         'age_recipient = "age2',
-        "essex-police.toml: keys.age_recipient: expected an age recipient",
+        "essex-police.toml: keys.age_recipient: malformed recipient",
     ),
     (
         POLICE,
         'signing_key = "ed25519:',
         'signing_key = "ed448:',
-        "essex-police.toml: keys.signing_key: expected",
+        "essex-police.toml: keys.signing_key: ed25519 public key: expected 'ed25519:<base64>'",
     ),
     (
         POLICE,
@@ -223,7 +235,7 @@ REFUSALS: list[tuple[str, str, str, str]] = [
         POLICE,
         'ssh_public_key = "ssh-ed25519',
         'ssh_public_key = "ssh-dss',
-        "keys.ssh_public_key: expected an OpenSSH public key line",
+        "keys.ssh_public_key: ssh public key: type 'ssh-dss' not accepted",
     ),
     (
         POLICE,

@@ -9,7 +9,10 @@ pytest_plugins = ["pytester"]
 
 @pytest.mark.parametrize(("disallow", "expected"), [("1", {"failed": 1}), ("", {"skipped": 1})])
 def test_skip_fails_when_disallowed(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, disallow: str, expected: dict[str, int]
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    disallow: str,
+    expected: dict[str, int],
 ) -> None:
     """A skipped test counts as failed with EXCHANGE_DISALLOW_SKIP=1 and as skipped otherwise."""
     monkeypatch.setenv("EXCHANGE_DISALLOW_SKIP", disallow)
