@@ -18,6 +18,10 @@ from exchange.errors import EXIT_CODES, ConfigError, ExchangeError, UsageError
 
 #: Command modules under ``exchange.commands``, in the order ``--help`` lists them.
 COMMAND_MODULES: tuple[str, ...] = (
+    "init",
+    "keys",
+    "config",
+    "crypt",
 )
 
 PROG = "exchange"

@@ -1,0 +1,1 @@
+"""Files that ``exchange init`` writes into a new workspace."""
