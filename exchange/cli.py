@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import traceback
 from collections.abc import Sequence
 
-from exchange import __version__
+from exchange import __version__, log
 from exchange.errors import EXIT_CODES, ConfigError, ExchangeError, UsageError
 
 #: Command modules under ``exchange.commands``, in the order ``--help`` lists them.
@@ -60,6 +61,7 @@ def _render_error(error: ExchangeError) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit code."""
+    log.configure(os.environ.get("EXCHANGE_LOG_LEVEL", "info"))
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
