@@ -1,0 +1,714 @@
+"""The SFTP client to the hub: the only module in exchange that imports paramiko.
+
+(It is the package's ``__init__`` because the import-linter contract in pyproject names
+``exchange.transport`` as the one paramiko importer; the paramiko-free parts live beside it in
+``port``, ``pins``, ``memory`` and ``retry``.)
+
+Rules:
+
+1. Host keys are pinned. After key exchange and before authentication or any SFTP byte, the
+   key the server proved it holds is compared with the pins; anything else closes the
+   connection with :class:`~exchange.errors.HostKeyError`. There is no auto-accept and no
+   known_hosts file: paramiko's ``MissingHostKeyPolicy`` is not involved because we never
+   use ``SSHClient``, which also lets us set window and packet sizes on the transport.
+2. Authentication is our Ed25519 key only: no agent, no key discovery, no password.
+3. Every blocking step has a timeout (connect, banner, key exchange, auth, each SFTP wait), so
+   a stalled hub fails as a transient error instead of hanging the daemon.
+4. Errors leave this module classified (see ``port`` rule 1 and :func:`_classify`).
+5. One connection is reused across calls; after a transient error it is dropped and the next
+   call reconnects.
+6. The server must advertise ``posix-rename@openssh.com``: paramiko discards the extension list
+   of the SFTP version reply, so :class:`_SFTPClient` parses it. Without it we refuse to
+   upload rather than fall back to the non-atomic SFTP v3 ``rename``.
+7. Throughput: writes go out as pipelined requests of up to 255 KiB (what OpenSSH advertises
+   in ``limits@openssh.com``); reads use a bounded number of outstanding requests, because
+   paramiko's channel buffer copies its whole backlog on every read and an unbounded prefetch
+   collapses. See ``bench/transport/NOTES.md`` for the measurements.
+"""
+
+from __future__ import annotations
+
+import builtins
+import errno
+import socket
+import stat
+import struct
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import paramiko
+
+from exchange.errors import (
+    HostKeyError,
+    KeyFileError,
+    PermanentTransportError,
+    TransientTransportError,
+    TransportError,
+)
+from exchange.transport.pins import ACCEPTED_TYPES, HostKeyPin, fingerprint, matches, parse_pins
+from exchange.transport.port import (
+    DEFAULT_MAX_ENTRIES,
+    AtomicUpload,
+    AtomicWriter,
+    EntryKind,
+    Listing,
+    NameValidator,
+    PutResult,
+    RefusedEntry,
+    RemoteEntry,
+    RemoteNotFoundError,
+    RemotePathError,
+    RemoteRefusedEntry,
+    RemoteTooLargeError,
+    SizeMismatchError,
+    Transport,
+    UnsupportedServerError,
+    check_remote_path,
+    classify_listed_name,
+    copy_chunks,
+    is_part_name,
+    part_name,
+)
+from exchange.transport.retry import Backoff, RetryingTransport
+
+__all__ = [
+    "AtomicUpload",
+    "AtomicWriter",
+    "Backoff",
+    "EntryKind",
+    "HostKeyPin",
+    "Listing",
+    "PutResult",
+    "RefusedEntry",
+    "RemoteEntry",
+    "RemoteNotFoundError",
+    "RemotePathError",
+    "RemoteRefusedEntry",
+    "RemoteTooLargeError",
+    "RetryingTransport",
+    "SftpSettings",
+    "SftpTransport",
+    "SizeMismatchError",
+    "StrictKexError",
+    "Transport",
+    "UnsupportedServerError",
+]
+
+_KIB = 1024
+#: OpenSSH's sftp-server accepts requests up to 256 KiB and reads/writes up to 255 KiB.
+_MAX_IO = 255 * _KIB
+#: SFTP v3 without limits@openssh.com: 32 KiB is what every server must accept.
+_SAFE_IO = 32 * _KIB
+_POSIX_RENAME = "posix-rename@openssh.com"
+_FSYNC = "fsync@openssh.com"
+_LIMITS = "limits@openssh.com"
+_STATVFS = "statvfs@openssh.com"
+
+#: Ciphers in our order of preference: AES-GCM is fastest with AES-NI, then the CTR modes
+#: (paramiko has no chacha20-poly1305). CBC is never offered.
+_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+
+# Socket-level errnos that mean "the network or the peer went away", hence transient.
+_TRANSIENT_ERRNOS = frozenset(
+    {
+        errno.ECONNREFUSED,
+        errno.ECONNRESET,
+        errno.ECONNABORTED,
+        errno.EPIPE,
+        errno.ETIMEDOUT,
+        errno.EHOSTUNREACH,
+        errno.ENETUNREACH,
+        errno.ENETDOWN,
+        errno.EHOSTDOWN,
+    }
+)
+
+_SFTP = paramiko.sftp
+
+
+class StrictKexError(PermanentTransportError):
+    """The hub did not negotiate strict key exchange (Terrapin, CVE-2023-48795)."""
+
+    default_hint = (
+        "upgrade the hub's OpenSSH (9.6 or a distribution build with the Terrapin fix); "
+        "set require_strict_kex = false only as a temporary, recorded exception"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SftpSettings:
+    """How to reach the hub. ``host_keys`` are OpenSSH public key lines (the pins)."""
+
+    host: str
+    port: int
+    login: str
+    key_path: Path
+    host_keys: tuple[str, ...]
+    connect_timeout: float = 15.0
+    #: Banner, key exchange, auth and every SFTP wait; a stall longer than this is an error.
+    io_timeout: float = 60.0
+    keepalive_interval: int = 15
+    require_strict_kex: bool = True
+    #: Ask the hub to fsync each upload before the rename (fsync@openssh.com), so a hub crash
+    #: cannot leave an empty or partial file under a final name.
+    fsync: bool = True
+    #: Our receive window and packet size on the SFTP channel (downloads).
+    window_size: int = 8 * 1024 * _KIB
+    max_packet_size: int = 256 * _KIB
+    #: Outstanding READ requests per download (see rule 7).
+    read_requests: int = 8
+    #: Upper bound for READ/WRITE request sizes; the server's limits may lower it.
+    io_size: int = _MAX_IO
+
+
+@dataclass(frozen=True, slots=True)
+class _ServerInfo:
+    extensions: dict[str, bytes]
+    read_size: int
+    write_size: int
+
+
+class _SFTPClient(paramiko.SFTPClient):  # type: ignore[misc]
+    """paramiko's SFTP client, keeping the extension list of the server's VERSION reply."""
+
+    extensions: dict[str, bytes]
+
+    def _send_version(self) -> int:
+        message = paramiko.Message()
+        message.add_int(3)
+        self._send_packet(_SFTP.CMD_INIT, message)
+        kind, data = self._read_packet()
+        if kind != _SFTP.CMD_VERSION:
+            raise paramiko.SSHException("incompatible sftp protocol")
+        self.extensions = _parse_extensions(bytes(data))
+        return int(struct.unpack(">I", data[:4])[0])
+
+
+def _parse_extensions(data: bytes) -> dict[str, bytes]:
+    """Parse the (name, data) string pairs after the version number; stop at malformed input."""
+    found: dict[str, bytes] = {}
+    pos = 4
+    while pos + 4 <= len(data):
+        strings = []
+        for _ in range(2):
+            if pos + 4 > len(data):
+                return found
+            (length,) = struct.unpack(">I", data[pos : pos + 4])
+            pos += 4
+            strings.append(data[pos : pos + length])
+            pos += length
+        if pos > len(data):
+            return found
+        found[strings[0].decode("ascii", "replace")] = strings[1]
+    return found
+
+
+class _Responses:
+    """Collects asynchronous SFTP responses by request number (paramiko calls back here)."""
+
+    def __init__(self) -> None:
+        self.by_number: dict[int, tuple[int, Any]] = {}
+
+    def _async_response(self, kind: int, message: Any, number: int) -> None:
+        self.by_number[number] = (kind, message)
+
+
+class _Connection:
+    def __init__(self, transport: Any, sftp: _SFTPClient, info: _ServerInfo) -> None:
+        self.transport = transport
+        self.sftp = sftp
+        self.info = info
+
+    def alive(self) -> bool:
+        return bool(self.transport.is_active()) and not self.sftp.get_channel().closed
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.sftp.close()
+        with suppress(Exception):
+            self.transport.close()
+
+
+def _load_key(path: Path) -> Any:
+    try:
+        return paramiko.Ed25519Key.from_private_key_file(str(path))
+    except FileNotFoundError:
+        raise KeyFileError(
+            f"{path}: hub SSH key not found", hint="run 'exchange keys generate'"
+        ) from None
+    except PermissionError:
+        raise KeyFileError(f"{path}: cannot read the hub SSH key (permission denied)") from None
+    except (paramiko.SSHException, ValueError) as error:
+        raise KeyFileError(
+            f"{path}: not an unencrypted OpenSSH Ed25519 private key ({error})",
+            hint="the hub key must be the 'hub-ssh-ed25519' file made by 'exchange keys generate'",
+        ) from None
+
+
+class SftpTransport:
+    """A :class:`~exchange.transport.port.Transport` to an OpenSSH hub over SFTP."""
+
+    def __init__(self, settings: SftpSettings) -> None:
+        self.settings = settings
+        self._pins = parse_pins(settings.host_keys)
+        self._key = _load_key(settings.key_path)
+        self._conn: _Connection | None = None
+        self.connects = 0
+
+    @property
+    def _where(self) -> str:
+        return f"hub {self.settings.host}:{self.settings.port}"
+
+    # -- connection ------------------------------------------------------------------------
+
+    def _connection(self) -> _Connection:
+        if self._conn is not None and self._conn.alive():
+            return self._conn
+        self.close()
+        with self._classified("connect"):
+            self._conn = self._connect()
+        self.connects += 1
+        return self._conn
+
+    def _connect(self) -> _Connection:
+        s = self.settings
+        sock = socket.create_connection((s.host, s.port), timeout=s.connect_timeout)
+        transport = paramiko.Transport(
+            sock, default_window_size=s.window_size, default_max_packet_size=s.max_packet_size
+        )
+        try:
+            transport.banner_timeout = s.io_timeout
+            transport.handshake_timeout = s.io_timeout
+            transport.auth_timeout = s.io_timeout
+            options = transport.get_security_options()
+            options.ciphers = tuple(c for c in _CIPHERS if c in options.ciphers)
+            # Only ask for key types we hold pins for, so the server presents a pinned one.
+            pinned_types = {pin.key_type for pin in self._pins}
+            options.key_types = tuple(t for t in ACCEPTED_TYPES if t in pinned_types)
+            transport.start_client(timeout=s.io_timeout)
+            self._check_host_key(transport)
+            if s.require_strict_kex and not transport.agreed_on_strict_kex:
+                raise StrictKexError(f"{self._where}: server did not negotiate strict kex")
+            remaining = transport.auth_publickey(s.login, self._key)
+            if remaining:
+                raise PermanentTransportError(
+                    f"{self._where}: login {s.login!r} needs more than our key: {remaining}"
+                )
+            transport.set_keepalive(s.keepalive_interval)
+            sftp = _SFTPClient.from_transport(
+                transport, window_size=s.window_size, max_packet_size=s.max_packet_size
+            )
+            sftp.get_channel().settimeout(s.io_timeout)
+            info = self._server_info(sftp)
+        except BaseException:
+            transport.close()
+            raise
+        return _Connection(transport, sftp, info)
+
+    def _check_host_key(self, transport: Any) -> None:
+        key = transport.get_remote_server_key()
+        blob = bytes(key.asbytes())
+        if not matches(self._pins, str(key.get_name()), blob):
+            transport.close()
+            pinned = ", ".join(pin.fingerprint for pin in self._pins)
+            raise HostKeyError(
+                f"{self._where}: host key {key.get_name()} {fingerprint(blob)} "
+                f"is not pinned (pinned: {pinned}); connection refused"
+            )
+
+    def _server_info(self, sftp: _SFTPClient) -> _ServerInfo:
+        extensions = getattr(sftp, "extensions", {})
+        if _POSIX_RENAME not in extensions:
+            raise UnsupportedServerError(
+                f"{self._where}: server does not support {_POSIX_RENAME}; refusing to upload"
+            )
+        read_size = write_size = _SAFE_IO
+        if _LIMITS in extensions:
+            kind, msg = sftp._request(_SFTP.CMD_EXTENDED, _LIMITS)
+            if kind == _SFTP.CMD_EXTENDED_REPLY:
+                _packet, read_max, write_max = (msg.get_int64() for _ in range(3))
+                read_size = int(read_max) or _MAX_IO
+                write_size = int(write_max) or _MAX_IO
+        cap = self.settings.io_size
+        return _ServerInfo(dict(extensions), min(read_size, cap), min(write_size, cap))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> SftpTransport:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- error classification --------------------------------------------------------------
+
+    @contextmanager
+    def _classified(self, action: str, path: str = "") -> Iterator[None]:
+        try:
+            yield
+        except (OSError, EOFError, paramiko.SSHException) as error:
+            # Anything else (a bug, a KeyboardInterrupt, our own ExchangeErrors) passes
+            # through unchanged: only failures of the conversation with the hub are mapped.
+            translated = self._classify(error, action, path)
+            if translated.transient:
+                self.close()
+            raise translated from error
+
+    def _classify(self, error: Exception, action: str, path: str) -> TransportError:
+        """Map a paramiko/socket/SFTP error to transient or permanent.
+
+        The rule: if the connection is gone, it is transient, whatever paramiko called it.
+        A status the server answered with is permanent (the server is up and said no), with
+        one ambiguity documented here: OpenSSH reports ENOSPC and EDQUOT on WRITE as the
+        generic SSH_FX_FAILURE, indistinguishable from other write failures. We treat it as
+        permanent (stop and tell ops): retrying against a full hub only churns, and ops must
+        free space anyway. When the hub supports statvfs we say whether space is the cause.
+        """
+        where = f"{self._where}: {action}" + (f" {path}" if path else "")
+        if isinstance(error, paramiko.AuthenticationException):
+            return PermanentTransportError(
+                f"{where}: authentication failed for login {self.settings.login!r}",
+                hint="check that the hub's authorized_keys holds our hub-ssh-ed25519.pub",
+            )
+        if isinstance(error, paramiko.ssh_exception.IncompatiblePeer):
+            return PermanentTransportError(f"{where}: no common algorithms with the hub ({error})")
+        connection_gone = self._conn is None or not self._conn.alive()
+        if isinstance(error, socket.timeout | TimeoutError):
+            return TransientTransportError(f"{where}: timed out")
+        if isinstance(error, paramiko.SSHException | EOFError | socket.gaierror):
+            return TransientTransportError(f"{where}: {error or type(error).__name__}")
+        if isinstance(error, OSError):
+            code = error.errno
+            if code in _TRANSIENT_ERRNOS or (code is None and connection_gone):
+                return TransientTransportError(f"{where}: {error.strerror or error}")
+            if code == errno.ENOENT:
+                return RemoteNotFoundError(f"{where}: no such file or folder on the hub")
+            if code in (errno.EACCES, errno.EPERM):
+                return PermanentTransportError(
+                    f"{where}: permission denied",
+                    hint="the hub login may not write there; re-run 'exchange hub provision'",
+                )
+            if action == "write":
+                return PermanentTransportError(
+                    f"{where}: the hub refused the write ({error}){self._space_note(path)}",
+                    hint="the hub may be out of disk space or quota; free space, then retry",
+                )
+            return PermanentTransportError(f"{where}: the hub refused the request ({error})")
+        raise AssertionError(f"unclassified {type(error).__name__}")  # pragma: no cover
+
+    def _space_note(self, path: str) -> str:
+        conn = self._conn
+        if conn is None or _STATVFS not in conn.info.extensions or not path:
+            return ""
+        with suppress(Exception):
+            kind, msg = conn.sftp._request(
+                _SFTP.CMD_EXTENDED, _STATVFS, "/" + path.rpartition("/")[0]
+            )
+            if kind == _SFTP.CMD_EXTENDED_REPLY:
+                _bsize, frsize, _blocks, _bfree, bavail = (msg.get_int64() for _ in range(5))
+                if int(bavail) * int(frsize) < 1024 * _KIB:
+                    return "; no space left on the hub"
+        return ""
+
+    # -- upload ----------------------------------------------------------------------------
+
+    def open_atomic(self, remote_final: str, *, expected_size: int | None = None) -> _SftpUpload:
+        check_remote_path(remote_final)
+        return _SftpUpload(self, remote_final, expected_size)
+
+    def put_atomic(
+        self, src: BinaryIO, remote_final: str, *, expected_size: int | None = None
+    ) -> PutResult:
+        upload = self.open_atomic(remote_final, expected_size=expected_size)
+        with upload as writer:
+            copy_chunks(src, writer, upload.chunk_size)
+        assert upload.result is not None
+        return upload.result
+
+    # -- read side -------------------------------------------------------------------------
+
+    def list(
+        self,
+        remote_dir: str,
+        *,
+        validate: NameValidator | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> Listing:
+        if remote_dir != ".":
+            check_remote_path(remote_dir)
+        conn = self._connection()
+        entries: builtins.list[RemoteEntry] = []
+        refused: builtins.list[RefusedEntry] = []
+        temporaries: builtins.list[str] = []
+        seen = 0
+        truncated = False
+        with self._classified("list", remote_dir):
+            _kind, msg = conn.sftp._request(_SFTP.CMD_OPENDIR, _abs(remote_dir))
+            handle = msg.get_binary()
+            try:
+                while not truncated:
+                    try:
+                        _kind, msg = conn.sftp._request(_SFTP.CMD_READDIR, handle)
+                    except EOFError:
+                        break
+                    for _ in range(msg.get_int()):
+                        raw = bytes(msg.get_string())
+                        longname = msg.get_string()
+                        attrs = paramiko.SFTPAttributes._from_msg(msg, raw, longname)
+                        if raw in (b".", b".."):
+                            continue
+                        seen += 1
+                        if seen > max_entries:
+                            truncated = True
+                            break
+                        kind = _kind_of(attrs.st_mode)
+                        if is_part_name(raw.decode("utf-8", "replace")):
+                            temporaries.append(raw.decode("utf-8"))
+                            continue
+                        name, refusal = classify_listed_name(raw, kind, validate)
+                        if name is not None:
+                            entries.append(
+                                RemoteEntry(name, int(attrs.st_size or 0), attrs.st_mtime)
+                            )
+                        elif refusal is not None:
+                            refused.append(refusal)
+            finally:
+                with suppress(OSError, EOFError):
+                    conn.sftp._request(_SFTP.CMD_CLOSE, handle)
+        entries.sort(key=lambda e: e.name)
+        refused.sort(key=lambda r: r.name)
+        return Listing(tuple(entries), tuple(refused), truncated, tuple(sorted(temporaries)))
+
+    def get(self, remote: str, dst: BinaryIO, *, max_size: int) -> int:
+        check_remote_path(remote)
+        conn = self._connection()
+        with self._classified("get", remote):
+            attrs = conn.sftp.lstat(_abs(remote))
+            self._check_readable(remote, attrs, max_size)
+            handle_file = conn.sftp.open(_abs(remote), "r")
+            try:
+                # The name may have been swapped between lstat and open: check the open file.
+                self._check_readable(remote, handle_file.stat(), max_size)
+                return self._read_pipelined(conn, handle_file.handle, remote, dst, max_size)
+            finally:
+                handle_file.close()
+
+    @staticmethod
+    def _check_readable(remote: str, attrs: Any, max_size: int) -> None:
+        if _kind_of(attrs.st_mode) is not EntryKind.REGULAR:
+            raise RemoteRefusedEntry(f"{remote}: not a regular file; refused")
+        if int(attrs.st_size or 0) > max_size:
+            raise RemoteTooLargeError(
+                f"{remote}: {attrs.st_size} bytes is over the {max_size}-byte cap"
+            )
+
+    def _read_pipelined(
+        self, conn: _Connection, handle: bytes, remote: str, dst: BinaryIO, max_size: int
+    ) -> int:
+        """Read with at most ``read_requests`` READs outstanding, writing in file order."""
+        sftp = conn.sftp
+        size = conn.info.read_size
+        responses = _Responses()
+        in_flight: deque[tuple[int, int, int]] = deque()
+        next_offset = 0
+        written = 0
+        eof = False
+
+        def request(offset: int, length: int) -> int:
+            return int(
+                sftp._async_request(responses, _SFTP.CMD_READ, handle, _SFTP.int64(offset), length)
+            )
+
+        def wait(number: int) -> tuple[int, Any]:
+            while number not in responses.by_number:
+                sftp._read_response()
+            return responses.by_number.pop(number)
+
+        # Responses to requests still in flight when this returns or raises are dropped by
+        # paramiko once ``responses`` is gone (its request table holds weak references).
+        while True:
+            while (
+                not eof
+                and len(in_flight) < self.settings.read_requests
+                and (next_offset <= max_size)
+            ):
+                in_flight.append((request(next_offset, size), next_offset, size))
+                next_offset += size
+            if not in_flight:
+                return written
+            number, offset, length = in_flight.popleft()
+            kind, msg = wait(number)
+            if kind == _SFTP.CMD_STATUS:
+                try:
+                    sftp._convert_status(msg)
+                except EOFError:
+                    eof = True
+                    continue
+                raise paramiko.SSHException("sftp server answered a read with a bare OK")
+            data = msg.get_string()
+            if offset != written:
+                raise paramiko.SSHException("sftp read responses out of order")
+            if written + len(data) > max_size:
+                raise RemoteTooLargeError(
+                    f"{remote}: grew past the {max_size}-byte cap while being read"
+                )
+            dst.write(data)
+            written += len(data)
+            if len(data) < length and not eof:
+                # A short read: fetch the gap synchronously, then carry on in order.
+                written = self._fill_gap(
+                    request, wait, offset + length, written, dst, remote, max_size
+                )
+
+    @staticmethod
+    def _fill_gap(
+        request: Any, wait: Any, end: int, written: int, dst: BinaryIO, remote: str, max_size: int
+    ) -> int:
+        while written < end:
+            kind, msg = wait(request(written, end - written))
+            if kind == _SFTP.CMD_STATUS:
+                return written
+            data = msg.get_string()
+            if not data:
+                return written
+            if written + len(data) > max_size:
+                raise RemoteTooLargeError(f"{remote}: grew past the {max_size}-byte cap")
+            dst.write(data)
+            written += len(data)
+        return written
+
+    def remove(self, remote: str) -> bool:
+        check_remote_path(remote, allow_temporary=True)
+        conn = self._connection()
+        with self._classified("remove", remote):
+            try:
+                conn.sftp.remove(_abs(remote))
+            except OSError as error:
+                if error.errno == errno.ENOENT:
+                    return False
+                raise
+        return True
+
+
+def _abs(path: str) -> str:
+    # Absolute within the login's chroot, so the server's notion of a home folder never matters.
+    return "/" if path == "." else "/" + path
+
+
+def _kind_of(mode: int | None) -> EntryKind:
+    if mode is None:
+        return EntryKind.OTHER
+    if stat.S_ISREG(mode):
+        return EntryKind.REGULAR
+    if stat.S_ISDIR(mode):
+        return EntryKind.DIRECTORY
+    if stat.S_ISLNK(mode):
+        return EntryKind.SYMLINK
+    return EntryKind.OTHER
+
+
+class _SftpWriter:
+    def __init__(self, owner: SftpTransport, file: Any, part: str) -> None:
+        self._owner = owner
+        self._file = file
+        self._part = part
+        self.bytes_written = 0
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        with self._owner._classified("write", self._part):
+            self._file.write(bytes(data) if not isinstance(data, bytes) else data)
+        self.bytes_written += len(data)
+        return len(data)
+
+
+class _SftpUpload:
+    def __init__(self, owner: SftpTransport, final: str, expected_size: int | None) -> None:
+        self._owner = owner
+        self._final = final
+        self._part = part_name(final)
+        self._expected = expected_size
+        self._file: Any = None
+        self._writer: _SftpWriter | None = None
+        self.result: PutResult | None = None
+        self.chunk_size = _MAX_IO
+
+    def __enter__(self) -> _SftpWriter:
+        conn = self._owner._connection()
+        sftp = conn.sftp
+        size = conn.info.write_size
+        self.chunk_size = size
+        with self._owner._classified("create", self._part):
+            try:
+                self._file = sftp.open(_abs(self._part), "wx", bufsize=size)
+            except OSError as error:
+                if error.errno in (errno.EACCES, errno.ENOENT) or not self._leftover(sftp):
+                    raise
+                # A leftover from an interrupted attempt (port rule 2): remove it, try once more.
+                sftp.remove(_abs(self._part))
+                self._file = sftp.open(_abs(self._part), "wx", bufsize=size)
+            # Requests as large as the server allows, sent without waiting for each status.
+            self._file.MAX_REQUEST_SIZE = size
+            self._file.set_pipelined(True)
+        self._writer = _SftpWriter(self._owner, self._file, self._part)
+        return self._writer
+
+    def _leftover(self, sftp: Any) -> bool:
+        try:
+            attrs = sftp.lstat(_abs(self._part))
+        except OSError:
+            return False
+        if _kind_of(attrs.st_mode) is not EntryKind.REGULAR:
+            raise RemoteRefusedEntry(f"{self._part}: exists and is not a regular file; refused")
+        return True
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._writer is not None
+        if exc is not None:
+            self._abandon()
+            return
+        try:
+            self._commit(self._writer.bytes_written)
+        except BaseException:
+            self._abandon()
+            raise
+        self.result = PutResult(self._final, self._writer.bytes_written)
+
+    def _commit(self, written: int) -> None:
+        owner = self._owner
+        if self._expected is not None and written != self._expected:
+            raise SizeMismatchError.local(self._final, self._expected, written)
+        conn = owner._connection()
+        with owner._classified("write", self._part):
+            self._file.flush()
+            # fstat waits behind the pipelined WRITEs; a failed WRITE is raised by the check.
+            stored = int(self._file.stat().st_size)
+            self._file._check_exception()
+            if owner.settings.fsync and _FSYNC in conn.info.extensions:
+                conn.sftp._request(_SFTP.CMD_EXTENDED, _FSYNC, self._file.handle)
+            self._file.close()
+        if stored != written:
+            raise SizeMismatchError.remote(self._final, written, stored)
+        with owner._classified("rename", self._final):
+            conn.sftp.posix_rename(_abs(self._part), _abs(self._final))
+
+    def _abandon(self) -> None:
+        conn = self._owner._conn
+        if conn is None or not conn.alive():
+            return  # the next attempt removes the leftover
+        with suppress(Exception):
+            self._file.close()
+        with suppress(Exception):
+            conn.sftp.remove(_abs(self._part))
