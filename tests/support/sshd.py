@@ -119,9 +119,10 @@ class Hub:
         """sshd's stderr so far."""
         return self.log_path.read_text(encoding="utf-8", errors="replace")
 
-    def ssh_options(self, name: str) -> list[str]:
-        """Client options shared by ssh and sftp: this login's key, pinned host key, no prompts."""
-        key, _ = self.keys[name]
+    def ssh_options(self, name: str, key: Path | None = None) -> list[str]:
+        """Client options shared by ssh and sftp: this login's key (or ``key``), the pinned
+        host key, no prompts, no config files."""
+        key = key or self.keys[name][0]
         return [
             "-F",
             "/dev/null",
@@ -150,9 +151,13 @@ class Hub:
             argv, input=commands, capture_output=True, text=True, timeout=60, check=False
         )
 
-    def ssh(self, name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        """Run stock ``ssh`` as ``name`` with extra arguments (for shell/forwarding probes)."""
-        argv = ["ssh", *self.ssh_options(name), "-p", str(self.port), *args, f"{name}@{self.host}"]
+    def ssh(
+        self, name: str, *options: str, command: Sequence[str] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """Run stock ``ssh [options] login@host [command]`` as ``name`` (for shell, TTY and
+        forwarding probes); stdin is empty."""
+        argv = ["ssh", *self.ssh_options(name), "-p", str(self.port), *options]
+        argv += [f"{name}@{self.host}", *command]
         return subprocess.run(
             argv, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
         )
