@@ -33,7 +33,7 @@ def test_sha256_of_digest_rejects_wrong_length() -> None:
 def test_dataset_id_from_uuid() -> None:
     """A UUID drawn by the shell becomes a path- and log-safe dataset id."""
     value = uuid.UUID("12345678-1234-5678-1234-567812345678")
-    assert "ds-12345678123456781234567812345678" == str(DatasetId.from_uuid(value))
+    assert str(DatasetId.from_uuid(value)) == "ds-12345678123456781234567812345678"
 
 
 @pytest.mark.parametrize("text", ["", "ds-", "ds-" + "A" * 32, "../etc/passwd", "ds-" + "0" * 33])
