@@ -234,6 +234,23 @@ class _Connection:
             self.transport.close()
 
 
+def server_info(sftp: Any, where: str, io_cap: int) -> _ServerInfo:
+    """Check the server's SFTP extensions and learn its read/write limits."""
+    extensions = getattr(sftp, "extensions", {})
+    if _POSIX_RENAME not in extensions:
+        raise UnsupportedServerError(
+            f"{where}: server does not support {_POSIX_RENAME}; refusing to use it"
+        )
+    read_size = write_size = _SAFE_IO
+    if _LIMITS in extensions:
+        kind, msg = sftp._request(_SFTP.CMD_EXTENDED, _LIMITS)
+        if kind == _SFTP.CMD_EXTENDED_REPLY:
+            _packet, read_max, write_max = (msg.get_int64() for _ in range(3))
+            read_size = int(read_max) or _MAX_IO
+            write_size = int(write_max) or _MAX_IO
+    return _ServerInfo(dict(extensions), min(read_size, io_cap), min(write_size, io_cap))
+
+
 def _load_key(path: Path) -> Any:
     try:
         return paramiko.Ed25519Key.from_private_key_file(str(path))
@@ -290,7 +307,17 @@ class SftpTransport:
             # Only ask for key types we hold pins for, so the server presents a pinned one.
             pinned_types = {pin.key_type for pin in self._pins}
             options.key_types = tuple(t for t in ACCEPTED_TYPES if t in pinned_types)
-            transport.start_client(timeout=s.io_timeout)
+            try:
+                transport.start_client(timeout=s.io_timeout)
+            except paramiko.ssh_exception.IncompatiblePeer as error:
+                if "host key" not in str(error):
+                    raise
+                # We offered only the pinned key types: the server holds none of them.
+                pinned = ", ".join(pin.fingerprint for pin in self._pins)
+                raise HostKeyError(
+                    f"{self._where}: server has no host key of a pinned type "
+                    f"(pinned: {pinned}); connection refused"
+                ) from None
             self._check_host_key(transport)
             if s.require_strict_kex and not transport.agreed_on_strict_kex:
                 raise StrictKexError(f"{self._where}: server did not negotiate strict kex")
@@ -304,7 +331,7 @@ class SftpTransport:
                 transport, window_size=s.window_size, max_packet_size=s.max_packet_size
             )
             sftp.get_channel().settimeout(s.io_timeout)
-            info = self._server_info(sftp)
+            info = server_info(sftp, self._where, s.io_size)
         except BaseException:
             transport.close()
             raise
@@ -320,22 +347,6 @@ class SftpTransport:
                 f"{self._where}: host key {key.get_name()} {fingerprint(blob)} "
                 f"is not pinned (pinned: {pinned}); connection refused"
             )
-
-    def _server_info(self, sftp: _SFTPClient) -> _ServerInfo:
-        extensions = getattr(sftp, "extensions", {})
-        if _POSIX_RENAME not in extensions:
-            raise UnsupportedServerError(
-                f"{self._where}: server does not support {_POSIX_RENAME}; refusing to upload"
-            )
-        read_size = write_size = _SAFE_IO
-        if _LIMITS in extensions:
-            kind, msg = sftp._request(_SFTP.CMD_EXTENDED, _LIMITS)
-            if kind == _SFTP.CMD_EXTENDED_REPLY:
-                _packet, read_max, write_max = (msg.get_int64() for _ in range(3))
-                read_size = int(read_max) or _MAX_IO
-                write_size = int(write_max) or _MAX_IO
-        cap = self.settings.io_size
-        return _ServerInfo(dict(extensions), min(read_size, cap), min(write_size, cap))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -707,7 +718,11 @@ class _SftpUpload:
     def _abandon(self) -> None:
         conn = self._owner._conn
         if conn is None or not conn.alive():
-            return  # the next attempt removes the leftover
+            # The next attempt removes the leftover. Mark the handle closed so paramiko's
+            # __del__ does not try to close it over the dead connection.
+            if self._file is not None:
+                self._file._closed = True
+            return
         with suppress(Exception):
             self._file.close()
         with suppress(Exception):
