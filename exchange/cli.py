@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "keys",
     "config",
     "crypt",
+    "hub",
 )
 
 PROG = "exchange"

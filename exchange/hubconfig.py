@@ -29,6 +29,7 @@ import grp
 import os
 import pwd
 import re
+import signal
 import stat
 import subprocess
 import tempfile
@@ -536,6 +537,48 @@ def _ensure_host_key(path: Path) -> None:
     _require(result, f"ssh-keygen for {path}")
 
 
+def require_root() -> None:
+    """The hub needs root: Unix logins, root-owned chroots, and sshd switching users."""
+    if os.geteuid() != 0:
+        raise PrerequisiteError(
+            "the hub must be provisioned and run as root: sshd needs root to chroot partners "
+            "and switch to their logins",
+            hint="run the command as root (sudo exchange hub ...)",
+        )
+
+
+def require_sshd() -> None:
+    if not SSHD.is_file():
+        raise PrerequisiteError(
+            f"{SSHD} not found: the OpenSSH server is not installed",
+            hint="install the openssh-server package (apt-get install openssh-server)",
+        )
+
+
+def _check_root_parents(root: Path) -> None:
+    # sshd refuses a chroot unless every component of its path is root-owned and writable by
+    # root only, and it reads authorized_keys as the login, so every component must also be
+    # searchable by others. Checking here turns refused logins later into a clear error now.
+    root.parent.mkdir(parents=True, exist_ok=True)
+    for component in [root, *root.parents]:
+        try:
+            info = component.stat()
+        except FileNotFoundError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != 0 or info.st_mode & 0o022:
+            raise PrerequisiteError(
+                f"{component}: sshd requires every folder above a chroot to be owned by root "
+                "and not writable by group or others",
+                hint="choose a --root under a root-owned folder, such as /srv/exchange-hub",
+            )
+        if not info.st_mode & 0o001:
+            raise PrerequisiteError(
+                f"{component}: hub logins cannot pass through this folder (mode "
+                f"{stat.S_IMODE(info.st_mode):04o}); sshd reads their authorized_keys as them",
+                hint=f"chmod o+x {component}, or choose another --root",
+            )
+
+
 def ensure_privsep_dir() -> None:
     """sshd refuses to start without its privilege separation directory."""
     PRIVSEP_DIR.mkdir(mode=0o755, exist_ok=True)
@@ -544,11 +587,8 @@ def ensure_privsep_dir() -> None:
 def apply_hub(spec: HubSpec) -> ApplyReport:
     """Create users, directories, host keys and config files for ``spec``. Idempotent."""
     validate_spec(spec)
-    if os.geteuid() != 0:
-        raise PrerequisiteError(
-            "hub provisioning must run as root: it creates Unix users and root-owned chroots",
-            hint="run it with sudo",
-        )
+    require_root()
+    _check_root_parents(spec.root)
     created = _ensure_accounts(spec)
     for entry in directory_plan(spec):
         _ensure_dir(entry)
@@ -610,3 +650,77 @@ def _normalise_dir(directory: Path) -> int:
         finally:
             os.close(fd)
     return changed
+
+
+# ---------------------------------------------------------------- hub run
+
+
+def check_sshd_config(spec: HubSpec) -> None:
+    """``sshd -t``: refuse to start with a config sshd itself rejects."""
+    config = HubLayout(spec.root).sshd_config
+    result = _run([str(SSHD), "-t", "-f", str(config)])
+    if result.returncode != 0:
+        raise PrerequisiteError(
+            f"{config}: sshd rejects the generated configuration: {result.stderr.strip()}",
+            hint="this is likely a bug or an unsupported OpenSSH version; report it",
+        )
+
+
+def host_key_fingerprints(spec: HubSpec) -> list[tuple[str, str]]:
+    """(``ssh-keygen -lf`` line, ``ssh-ed25519 AAAA...`` line) per host key, for pinning."""
+    pairs = []
+    for path in spec.host_key_paths or (HubLayout(spec.root).default_host_key,):
+        public = path.with_name(path.name + ".pub")
+        result = _run(["ssh-keygen", "-l", "-f", str(public)])
+        _require(result, f"ssh-keygen -lf {public}")
+        line = " ".join(public.read_text(encoding="utf-8").split()[:2])
+        pairs.append((result.stdout.strip(), line))
+    return pairs
+
+
+def run_sshd(spec: HubSpec, *, normalise_every: float = 1.0) -> int:
+    """Run ``sshd -D -e -f <config>`` in the foreground until SIGTERM/SIGINT; return 0 then.
+
+    SIGTERM and SIGINT are forwarded to sshd as SIGTERM and waited for; SIGHUP is forwarded as
+    is (sshd re-reads its config). While sshd runs, file modes are normalised every
+    ``normalise_every`` seconds (see :func:`normalise_file_modes`). If sshd ends by itself,
+    that is an error.
+    """
+    require_root()
+    require_sshd()
+    ensure_privsep_dir()
+    config = HubLayout(spec.root).sshd_config
+    process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)])
+    stopping = False
+
+    def forward(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        if process.poll() is not None:
+            return
+        if signum == signal.SIGHUP:
+            process.send_signal(signal.SIGHUP)
+            return
+        stopping = True
+        process.send_signal(signal.SIGTERM)
+
+    handled = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    previous = {signum: signal.signal(signum, forward) for signum in handled}
+    try:
+        while True:
+            try:
+                code = process.wait(timeout=normalise_every)
+                break
+            except subprocess.TimeoutExpired:
+                normalise_file_modes(spec)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if process.poll() is None:
+            process.terminate()
+            process.wait()
+    if stopping:
+        return 0
+    raise PrerequisiteError(
+        f"sshd exited by itself with status {code}",
+        hint="see sshd's messages above (is the address in use, or not on this machine?)",
+    )
