@@ -196,3 +196,31 @@ def test_max_auth_tries_ends_the_connection(hub: Hub, tmp_path: Path) -> None:
 
     assert result.returncode == 255
     assert "Too many authentication failures" in result.stderr + hub.log_text()
+
+
+def test_max_startups_sheds_a_flood_of_unauthenticated_connections(hub: Hub) -> None:
+    """70 idle pre-auth connections: the first 10 get a banner, never more than 60 are served
+    at once (MaxStartups 10:30:60), and a real login works again once the flood is gone."""
+    sockets = [socket.create_connection((hub.host, hub.port), timeout=5) for _ in range(70)]
+    try:
+        answers = [_first_bytes(sock) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+    served = [answer.startswith(b"SSH-2.0-") for answer in answers]
+    assert all(served[:10])
+    assert sum(served) <= 60
+    for _ in range(50):
+        result = hub.sftp_batch("southend-uhft", "pwd\n")
+        if result.returncode == 0:
+            break
+        time.sleep(0.1)
+    assert result.returncode == 0, result.stderr
+
+
+def _first_bytes(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(64)
+    except (ConnectionResetError, TimeoutError):
+        return b""

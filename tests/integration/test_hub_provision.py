@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import grp
 import os
 import pwd
+import socket
 import stat
 import subprocess
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +18,7 @@ import pytest
 from exchange import hubconfig
 from exchange.errors import PrerequisiteError
 from exchange.hubconfig import HubAccount, HubLayout
-from tests.support.sshd import Hub
+from tests.support.sshd import Hub, free_port, output_lines
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +96,9 @@ def test_sshd_t_for_the_daemon(hub: Hub) -> None:
     assert settings["forcecommand"] == "internal-sftp -d / -P symlink,hardlink -u 0027 -l INFO"
 
 
-def test_drop_in_for_the_system_sshd(hub: Hub, tmp_path: Path) -> None:
-    """The drop-in, included by a Debian-style main config, hardens hub logins only."""
-    main = tmp_path / "sshd_config"
+def _system_config(hub: Hub, tmp_path: Path) -> Path:
+    """A Debian-like system sshd_config that includes the drop-in first and allows passwords."""
+    main = tmp_path / "system_sshd_config"
     main.write_text(
         f"Include {hub.layout.drop_in}\n"
         f"HostKey {hub.layout.default_host_key}\n"
@@ -103,6 +106,12 @@ def test_drop_in_for_the_system_sshd(hub: Hub, tmp_path: Path) -> None:
         "KbdInteractiveAuthentication yes\n"
         "UsePAM yes\n"
     )
+    return main
+
+
+def test_drop_in_for_the_system_sshd(hub: Hub, tmp_path: Path) -> None:
+    """The drop-in, included by a Debian-style main config, hardens hub logins only."""
+    main = _system_config(hub, tmp_path)
 
     partner = _sshd_t(main, "southend-uhft")
     admin = _sshd_t(main, "alice")
@@ -160,7 +169,9 @@ def test_reprovisioning_is_idempotent_and_repairs_drift(hub: Hub) -> None:
     assert hub.sftp_batch("essex-police", "ls inbox\n").returncode == 0
 
 
-def test_disabling_a_partner_empties_its_keys_and_keeps_its_folder(hub: Hub) -> None:
+def test_disabling_a_partner_empties_its_keys_and_keeps_its_folder(
+    hub: Hub, tmp_path: Path
+) -> None:
     """Re-provisioning with a withdrawn partner disables the login but keeps the folder."""
     withdrawn = tuple(
         replace(a, enabled=False) if a.login == "essex-police" else a for a in hub.spec.accounts
@@ -171,10 +182,12 @@ def test_disabling_a_partner_empties_its_keys_and_keeps_its_folder(hub: Hub) -> 
 
     keys = (hub.layout.authorized_keys_dir / "essex-police").read_text()
     settings = _sshd_t(hub.config_path, "essex-police")
+    system = _sshd_t(_system_config(hub, tmp_path), "essex-police")
     assert report.disabled == ("essex-police",)
     assert "ssh-ed25519" not in keys
     assert settings["denyusers"] == "essex-police"
     assert "essex-police" not in settings["allowusers"]
+    assert (system["pubkeyauthentication"], system["authorizedkeysfile"]) == ("no", "none")
     assert (hub.partner_dir("essex-police") / "inbox").is_dir()
 
 
@@ -207,3 +220,48 @@ def test_a_link_in_place_of_a_folder_is_refused(hub: Hub, tmp_path: Path) -> Non
 
     assert stat.S_IMODE(tmp_path.stat().st_mode) != 0o2770
     assert os.path.islink(outbox)
+
+
+def test_drop_in_serves_partners_through_a_system_style_sshd(hub: Hub, tmp_path: Path) -> None:
+    """A second sshd whose main config only includes the drop-in chroots partners the same way."""
+    port = free_port()
+    main = tmp_path / "system_sshd_config"
+    main.write_text(
+        f"Include {hub.layout.drop_in}\n"
+        f"HostKey {hub.layout.default_host_key}\n"
+        f"ListenAddress 127.0.0.1:{port}\n"
+        "PidFile none\n"
+        "UsePAM no\n"
+        # Debian's default; a subsystem must exist for ForceCommand to take over the request.
+        "Subsystem sftp /usr/lib/openssh/sftp-server\n"
+    )
+    log = tmp_path / "system-sshd.log"
+    with log.open("wb") as sink:
+        process = subprocess.Popen([str(hubconfig.SSHD), "-D", "-e", "-f", str(main)], stderr=sink)
+    try:
+        system_hub = dataclasses.replace(hub, port=port, known_hosts=tmp_path / "known_hosts")
+        system_hub.known_hosts.write_text(f"[127.0.0.1]:{port} {hub.host_public_keys[0]}\n")
+        _wait_for_port(port)
+        partner = system_hub.sftp_batch("southend-uhft", "ls -1 /\n")
+        link = system_hub.sftp_batch("southend-uhft", "symlink inbox receipts/x\n")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+    assert partner.returncode == 0, log.read_text()
+    assert output_lines(partner) == ["/inbox", "/outbox", "/receipts"]
+    assert link.returncode != 0
+    assert "Accepted publickey for southend-uhft" in log.read_text()
+
+
+def _wait_for_port(port: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                if sock.recv(8).startswith(b"SSH-"):
+                    return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
