@@ -29,12 +29,16 @@ import grp
 import os
 import pwd
 import re
+import selectors
 import signal
+import socket
 import stat
 import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -686,6 +690,79 @@ def host_key_fingerprints(spec: HubSpec) -> list[tuple[str, str]]:
     return pairs
 
 
+class SftpLogRelay:
+    """Receive internal-sftp's file-level log (``-l INFO``) and hand each line to ``sink``.
+
+    internal-sftp logs through syslog *after* the chroot, so it writes to ``/dev/log`` inside
+    each chroot. Used as a context manager, the relay creates ``dev/log`` (a datagram socket)
+    in every chroot, and removes them again on exit. Production sites using the system sshd
+    give each chroot a ``dev/log`` from rsyslog or journald instead (docs/hub.md).
+    """
+
+    def __init__(self, spec: HubSpec, sink: Callable[[str], None]) -> None:
+        self._sink = sink
+        layout = HubLayout(spec.root)
+        self._chroots = {spec.daemon.login: layout.data}
+        for partner in spec.partners:
+            self._chroots[partner.login] = layout.partner_dir(partner.folder)
+        self._selector = selectors.DefaultSelector()
+        self._stop_r, self._stop_w = os.pipe()
+        self._thread = threading.Thread(target=self._pump, name="sftp-log-relay", daemon=True)
+        self._made: list[Path] = []
+
+    def __enter__(self) -> SftpLogRelay:
+        for login, chroot in self._chroots.items():
+            dev = chroot / "dev"
+            if not dev.is_dir():
+                dev.mkdir(mode=0o755)
+                self._made.append(dev)
+            path = dev / "log"
+            path.unlink(missing_ok=True)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sock.bind(str(path))
+            path.chmod(0o666)  # the login (not root) must be able to send to it
+            self._made.insert(0, path)
+            self._selector.register(sock, selectors.EVENT_READ, login)
+        self._selector.register(self._stop_r, selectors.EVENT_READ, None)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        os.write(self._stop_w, b"x")
+        self._thread.join(timeout=5)
+        for key in list(self._selector.get_map().values()):
+            self._selector.unregister(key.fileobj)
+            if isinstance(key.fileobj, socket.socket):
+                key.fileobj.close()
+        self._selector.close()
+        os.close(self._stop_r)
+        os.close(self._stop_w)
+        for path in self._made:
+            if path.is_dir():
+                path.rmdir()
+            else:
+                path.unlink(missing_ok=True)
+
+    def _pump(self) -> None:
+        while True:
+            for key, _events in self._selector.select():
+                if key.data is None:
+                    return
+                if not isinstance(key.fileobj, socket.socket):
+                    continue
+                datagram = key.fileobj.recv(8192)
+                self._sink(f"sftp {key.data}: {_syslog_message(datagram)}")
+
+
+def _syslog_message(datagram: bytes) -> str:
+    # "<PRI>Mmm dd hh:mm:ss internal-sftp[pid]: text": keep the program and the text.
+    text = datagram.decode("utf-8", "backslashreplace").rstrip("\n\x00")
+    match = re.match(r"<\d+>(?:\w{3} [ \d]\d \d\d:\d\d:\d\d )?(.*)", text, re.DOTALL)
+    text = match.group(1) if match else text
+    # A file name is partner-chosen text: one log line per message, no control characters.
+    return "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in text)
+
+
 def run_sshd(spec: HubSpec, *, normalise_every: float = 1.0) -> int:
     """Run ``sshd -D -e -f <config>`` in the foreground until SIGTERM/SIGINT; return 0 then.
 
@@ -698,7 +775,17 @@ def run_sshd(spec: HubSpec, *, normalise_every: float = 1.0) -> int:
     require_sshd()
     ensure_privsep_dir()
     config = HubLayout(spec.root).sshd_config
-    process = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)])
+    with SftpLogRelay(spec, _to_stderr):
+        return _supervise(spec, [str(SSHD), "-D", "-e", "-f", str(config)], normalise_every)
+
+
+def _to_stderr(line: str) -> None:
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def _supervise(spec: HubSpec, argv: list[str], normalise_every: float) -> int:
+    process = subprocess.Popen(argv)
     stopping = False
 
     def forward(signum: int, _frame: object) -> None:

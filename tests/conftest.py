@@ -30,7 +30,8 @@ def fixture_hub_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub
 
 @pytest.fixture(name="hub_factory")
 def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
-    """Start more hubs: ``hub_factory(partners=[...], disabled=[...], organisation=...)``."""
+    """Start more hubs: ``hub_factory(partners=[...], disabled=[...], organisation=...,
+    sftp_log=True)``; each is stopped at the end of the test."""
     counter = itertools.count()
     with ExitStack() as stack:
 
@@ -39,11 +40,16 @@ def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
             organisation: str = ORGANISATION,
             partners: Sequence[str] = PARTNERS,
             disabled: Sequence[str] = (),
+            sftp_log: bool = False,
         ) -> Hub:
             client_dir = tmp_path / f"hub-{next(counter)}"
             client_dir.mkdir()
             hub = running_hub(
-                client_dir, organisation=organisation, partners=partners, disabled=disabled
+                client_dir,
+                organisation=organisation,
+                partners=partners,
+                disabled=disabled,
+                sftp_log=sftp_log,
             )
             return stack.enter_context(hub)
 

@@ -227,7 +227,8 @@ def test_run_serves_partners_normalises_modes_and_stops_on_sigterm(
     workspace: Path, hub_root: Path, tmp_path: Path
 ) -> None:
     """hub run starts sshd with the pinned-key fingerprint printed, partners log in with stock
-    sftp, a 0600 upload becomes readable by the daemon, and SIGTERM ends it with exit 0."""
+    sftp, a 0600 upload becomes readable by the daemon, file operations are logged, and
+    SIGTERM ends it with exit 0, leaving no log sockets behind."""
     port = free_port()
     argv = [sys.executable, "-m", "exchange", "hub", "run", "--listen", f"127.0.0.1:{port}"]
     argv += ["--root", str(hub_root), "--config", str(workspace / "config")]
@@ -278,6 +279,10 @@ def test_run_serves_partners_normalises_modes_and_stops_on_sigterm(
     ).stdout.strip()
     assert fingerprint in out
     assert "Received signal 15; terminating." in err
+    assert re.search(
+        r'sftp essex-cc: internal-sftp\[\d+\]: open "/essex-police/receipts/r1.sig"', err
+    )
+    assert not (HubLayout(hub_root).partner_dir("essex-police") / "dev").exists()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=2):
         pass
 

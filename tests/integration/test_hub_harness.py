@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import socket
+import time
+from pathlib import Path
 
 import pytest
 
@@ -70,3 +73,19 @@ def test_hub_is_stopped_after_the_context(hub_factory: HubFactory) -> None:
     assert hub.process.poll() is not None
     with pytest.raises(OSError), socket.create_connection((hub.host, hub.port), timeout=2):
         pass
+
+
+def test_sftp_log_relays_file_level_operations(hub_factory: HubFactory, tmp_path: Path) -> None:
+    """With sftp_log, internal-sftp's file-level log lines reach log_text(), tagged by login."""
+    hub = hub_factory(sftp_log=True)
+    (hub.partner_dir("southend-uhft") / "inbox" / "d1.age").write_bytes(b"x")
+
+    result = hub.sftp_batch("southend-uhft", f"get inbox/d1.age {tmp_path / 'd1'}\n")
+
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 5
+    while "sftp southend-uhft: internal-sftp" not in hub.log_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert re.search(
+        r'sftp southend-uhft: internal-sftp\[\d+\]: open "/inbox/d1.age" flags READ', hub.log_text()
+    )

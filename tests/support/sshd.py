@@ -26,7 +26,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -193,6 +193,14 @@ def build_spec(
     return HubSpec(root=root, accounts=tuple(accounts), listen=("127.0.0.1", port))
 
 
+def _appender(path: Path) -> Callable[[str], None]:
+    def append(line: str) -> None:
+        with path.open("a", encoding="utf-8") as log:
+            log.write(line + "\n")
+
+    return append
+
+
 def _wait_for_banner(hub: Hub) -> None:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
@@ -215,10 +223,14 @@ def running_hub(
     organisation: str = ORGANISATION,
     partners: Sequence[str] = PARTNERS,
     disabled: Sequence[str] = (),
+    sftp_log: bool = False,
 ) -> Iterator[Hub]:
     """Provision a hub with hubconfig, start ``sshd -D -e -f cfg`` on 127.0.0.1, stop it after.
 
     ``client_dir`` receives the client key pairs (one per login) and the known_hosts file.
+    With ``sftp_log``, internal-sftp's file-level log (``open "/inbox/x" flags READ ...``) is
+    relayed into ``log_text()`` as ``sftp <login>: ...`` lines, as ``exchange hub run`` does;
+    each chroot then holds a ``dev/log`` socket, which partners see as ``/dev``.
     """
     require_root()
     HUB_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -228,6 +240,7 @@ def running_hub(
     keys = {name: make_client_key(client_dir, name) for name in (organisation, *partners)}
     hubconfig.ensure_privsep_dir()
     hub: Hub | None = None
+    relay: hubconfig.SftpLogRelay | None = None
     try:
         for _attempt in range(3):
             port = free_port()
@@ -241,7 +254,9 @@ def running_hub(
             )
             log_path = client_dir / f"sshd-{port}.log"
             hub = Hub("127.0.0.1", port, root, spec, known_hosts, host_keys, keys, log_path)
-            with log_path.open("wb") as log:
+            if sftp_log:
+                relay = hubconfig.SftpLogRelay(spec, _appender(log_path)).__enter__()
+            with log_path.open("ab") as log:
                 argv = [str(hubconfig.SSHD), "-D", "-e", "-f", str(hub.config_path)]
                 hub.process = subprocess.Popen(argv, stderr=log, stdout=log)
             try:
@@ -249,6 +264,9 @@ def running_hub(
                 break
             except HarnessError:
                 hub.stop()
+                if relay is not None:
+                    relay.__exit__(None, None, None)
+                    relay = None
                 if "Address already in use" not in hub.log_text():
                     raise
         else:
@@ -257,4 +275,6 @@ def running_hub(
     finally:
         if hub is not None:
             hub.stop()
+        if relay is not None:
+            relay.__exit__(None, None, None)
         shutil.rmtree(root, ignore_errors=True)
