@@ -74,7 +74,7 @@ DAEMON_DENIED = "symlink,hardlink"
 SFTP_UMASK = "0027"
 
 _LOGIN = re.compile(r"[a-z][a-z0-9-]{0,30}[a-z0-9]")
-_RESERVED = frozenset({"root", "daemon", "bin", "sys", "nobody", "sshd", "etc", "run"})
+_RESERVED = frozenset({"root", "daemon", "bin", "sys", "nobody", "sshd", "etc", "run", "dev"})
 _B64 = re.compile(r"[A-Za-z0-9+/]+={0,2}")
 
 
