@@ -105,6 +105,9 @@ class HubSpec:
     max_auth_tries: int = 3
     login_grace_time: int = 30
     max_startups: str = "10:30:60"
+    #: False only for TESTPLAN 49's negative control: proves the client-side link checks
+    #: hold on a server that lets partners make links.
+    links_denied: bool = True
 
     @property
     def daemon(self) -> HubAccount:
@@ -287,11 +290,14 @@ def _match_blocks(spec: HubSpec) -> list[str]:
             chroot, denied = layout.data, DAEMON_DENIED
         else:
             chroot, denied = layout.partner_dir(account.folder), PARTNER_DENIED
+        if not spec.links_denied:
+            denied = denied.replace("symlink,hardlink", "").strip(",")
+        deny = f" -P {denied}" if denied else ""
         lines += [
             "",
             f"Match User {account.login}",
             f"    ChrootDirectory {chroot}",
-            f"    ForceCommand internal-sftp -d / -P {denied} -u {SFTP_UMASK} -l INFO",
+            f"    ForceCommand internal-sftp -d /{deny} -u {SFTP_UMASK} -l INFO",
             "    AuthenticationMethods publickey",
             "    PasswordAuthentication no",
             "    KbdInteractiveAuthentication no",

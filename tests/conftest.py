@@ -31,7 +31,7 @@ def fixture_hub_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub
 @pytest.fixture(name="hub_factory")
 def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
     """Start more hubs: ``hub_factory(partners=[...], disabled=[...], organisation=...,
-    sftp_log=True)``; each is stopped at the end of the test."""
+    sftp_log=True, links_denied=False)``; each is stopped at the end of the test."""
     counter = itertools.count()
     with ExitStack() as stack:
 
@@ -41,6 +41,7 @@ def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
             partners: Sequence[str] = PARTNERS,
             disabled: Sequence[str] = (),
             sftp_log: bool = False,
+            links_denied: bool = True,
         ) -> Hub:
             client_dir = tmp_path / f"hub-{next(counter)}"
             client_dir.mkdir()
@@ -50,6 +51,7 @@ def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
                 partners=partners,
                 disabled=disabled,
                 sftp_log=sftp_log,
+                links_denied=links_denied,
             )
             return stack.enter_context(hub)
 

@@ -297,3 +297,24 @@ def _sftp(
     return subprocess.run(
         argv, input=commands, capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def test_run_passes_sighup_to_sshd_and_keeps_serving(workspace: Path, hub_root: Path) -> None:
+    """SIGHUP makes sshd re-read its config; hub run keeps going and still exits 0 on SIGTERM."""
+    port = free_port()
+    argv = [sys.executable, "-m", "exchange", "hub", "run", "--listen", f"127.0.0.1:{port}"]
+    argv += ["--root", str(hub_root), "--config", str(workspace / "config")]
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for_banner(port, process)
+        process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        _wait_for_banner(port, process)
+        still_running = process.poll() is None
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+
+    assert still_running
+    assert "Received SIGHUP; restarting." in err
+    assert process.returncode == 0, err

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import HubFactory
 from tests.support.sshd import Hub, output_lines
 
 pytestmark = pytest.mark.integration
@@ -154,3 +155,23 @@ def test_daemon_cannot_create_links_either(hub: Hub) -> None:
 
     assert result.returncode != 0
     assert not os.path.lexists(hub.partner_dir("southend-uhft") / "outbox" / "x")
+
+
+def test_negative_control_links_work_when_not_denied(
+    hub_factory: HubFactory, tmp_path: Path
+) -> None:
+    """With links_denied=False the same requests succeed, so -P is what stops them above."""
+    hub = hub_factory(links_denied=False)
+    folder = hub.partner_dir("southend-uhft")
+    local = tmp_path / "report.csv"
+    local.write_bytes(b"id\n")
+
+    result = hub.sftp_batch(
+        "southend-uhft",
+        f"put {local} outbox/report.csv\nsymlink /inbox outbox/link\n"
+        "ln outbox/report.csv outbox/hard\n",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert os.readlink(folder / "outbox" / "link") == "/inbox"
+    assert (folder / "outbox" / "hard").stat().st_nlink == 2

@@ -185,12 +185,18 @@ def build_spec(
     partners: Sequence[str],
     disabled: Sequence[str] = (),
     port: int = 0,
+    links_denied: bool = True,
 ) -> HubSpec:
     accounts = [HubAccount(organisation, "", (keys[organisation][1],), kind=AccountKind.DAEMON)]
     accounts += [
         HubAccount(name, name, (keys[name][1],), enabled=name not in disabled) for name in partners
     ]
-    return HubSpec(root=root, accounts=tuple(accounts), listen=("127.0.0.1", port))
+    return HubSpec(
+        root=root,
+        accounts=tuple(accounts),
+        listen=("127.0.0.1", port),
+        links_denied=links_denied,
+    )
 
 
 def _appender(path: Path) -> Callable[[str], None]:
@@ -224,6 +230,7 @@ def running_hub(
     partners: Sequence[str] = PARTNERS,
     disabled: Sequence[str] = (),
     sftp_log: bool = False,
+    links_denied: bool = True,
 ) -> Iterator[Hub]:
     """Provision a hub with hubconfig, start ``sshd -D -e -f cfg`` on 127.0.0.1, stop it after.
 
@@ -231,6 +238,7 @@ def running_hub(
     With ``sftp_log``, internal-sftp's file-level log (``open "/inbox/x" flags READ ...``) is
     relayed into ``log_text()`` as ``sftp <login>: ...`` lines, as ``exchange hub run`` does;
     each chroot then holds a ``dev/log`` socket, which partners see as ``/dev``.
+    ``links_denied=False`` lets logins create links: only for TESTPLAN 49's negative control.
     """
     require_root()
     HUB_BASE.mkdir(mode=0o755, parents=True, exist_ok=True)
@@ -244,7 +252,7 @@ def running_hub(
     try:
         for _attempt in range(3):
             port = free_port()
-            spec = build_spec(root, keys, organisation, partners, disabled, port)
+            spec = build_spec(root, keys, organisation, partners, disabled, port, links_denied)
             hubconfig.apply_hub(spec)
             host_pub = hubconfig.HubLayout(root).default_host_key.with_suffix(".pub")
             host_keys = [" ".join(host_pub.read_text(encoding="utf-8").split()[:2])]

@@ -191,3 +191,34 @@ def test_parse_listen_refuses(text: str) -> None:
     """A listen address without a valid port or with a bare IPv6 address is refused."""
     with pytest.raises(ValueError, match=r"expected ADDR:PORT|out of range"):
         hubconfig.parse_listen(text)
+
+
+def test_links_allowed_only_drops_the_link_denials() -> None:
+    """links_denied=False (negative control) removes symlink/hardlink from -P and nothing else."""
+    spec = HubSpec(root=ROOT, accounts=_spec(SOUTHEND).accounts, links_denied=False)
+
+    text = hubconfig.render_sshd_config(spec)
+
+    assert "ForceCommand internal-sftp -d / -P setstat,fsetstat,lsetstat -u 0027" in text
+    assert "ForceCommand internal-sftp -d / -u 0027 -l INFO" in text
+    assert "symlink" not in text.split("Match", 1)[1]
+
+
+@pytest.mark.parametrize(
+    ("datagram", "line"),
+    [
+        (
+            b'<134>Nov 25 11:04:01 internal-sftp[42]: open "/inbox/a" flags READ mode 0666',
+            'internal-sftp[42]: open "/inbox/a" flags READ mode 0666',
+        ),
+        (b"<134>internal-sftp[7]: close\n\x00", "internal-sftp[7]: close"),
+        (
+            b'<134>internal-sftp[7]: remove name "/outbox/x\ny"',
+            'internal-sftp[7]: remove name "/outbox/x\\x0ay"',
+        ),
+        (b"no priority \xff", "no priority \\xff"),
+    ],
+)
+def test_syslog_datagrams_become_one_safe_line(datagram: bytes, line: str) -> None:
+    """Relayed sftp log lines lose the syslog header and never carry control characters."""
+    assert hubconfig._syslog_message(datagram) == line
