@@ -35,7 +35,6 @@ import socket
 import stat
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -43,6 +42,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
 
+from exchange import fsutil
 from exchange.errors import ConfigError, InvariantError, PrerequisiteError
 
 #: GECOS comment that marks a Unix user as a hub login made by us.
@@ -474,8 +474,15 @@ def _ensure_user(login: str) -> bool:
     argv = ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", "/"]
     argv += ["--shell", NOLOGIN, "--comment", GECOS, login]
     result = _run(argv)
-    if result.returncode == 9:  # created meanwhile by a concurrent provisioning run
-        return False
+    if result.returncode == 9:
+        # "already in use": made meanwhile by a concurrent run, or a group of that name
+        # exists without the user, which we do not take over either.
+        try:
+            if pwd.getpwnam(login).pw_gecos == GECOS:
+                return False
+        except KeyError:
+            pass
+        _require(result, f"useradd {login}")
     if result.returncode in (1, 10) and "lock" in result.stderr:
         _retrying(argv, f"useradd {login}")
     else:
@@ -527,23 +534,14 @@ def _ensure_dir(entry: DirEntry) -> None:
 
 
 def _write_file(path: Path, text: str, mode: int) -> None:
-    """Write root-owned ``text`` atomically (temp + rename), only when it changed."""
+    """Write root-owned ``text`` crash-safely, and only when it differs (idempotent re-runs)."""
     try:
         if path.read_text(encoding="utf-8") == text and stat.S_IMODE(path.stat().st_mode) == mode:
             return
     except FileNotFoundError:
         pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with fsutil.atomic_write(path, mode) as handle:
+        handle.write(text.encode("utf-8"))
 
 
 def _ensure_host_key(path: Path) -> None:
@@ -616,6 +614,11 @@ def apply_hub(spec: HubSpec) -> ApplyReport:
         _write_file(
             layout.authorized_keys_dir / account.login, render_authorized_keys(account), 0o644
         )
+    # A login dropped from the registry keeps its Unix user and folder, but not its keys.
+    logins = {account.login for account in spec.accounts}
+    for stale in layout.authorized_keys_dir.iterdir():
+        if stale.name not in logins:
+            stale.unlink()
     host_keys = spec.host_key_paths or (layout.default_host_key,)
     for path in host_keys:
         _ensure_host_key(path)

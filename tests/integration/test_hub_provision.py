@@ -6,6 +6,7 @@ import dataclasses
 import grp
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -265,3 +266,38 @@ def _wait_for_port(port: int) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
+
+
+def test_partner_dropped_from_the_registry_loses_its_keys(hub: Hub) -> None:
+    """Re-provisioning without a partner removes its authorized_keys and its login, keeps its
+    folder, and the partner can no longer log in."""
+    remaining = tuple(a for a in hub.spec.accounts if a.login != "essex-police")
+    hubconfig.apply_hub(dataclasses.replace(hub.spec, accounts=remaining))
+    reload_sshd = hub.process
+    assert reload_sshd is not None
+    reload_sshd.send_signal(signal.SIGHUP)
+    _wait_for_port(hub.port)
+
+    result = hub.sftp_batch("essex-police", "pwd\n")
+
+    assert not (hub.layout.authorized_keys_dir / "essex-police").exists()
+    assert "essex-police" not in _sshd_t(hub.config_path, "essex-police")["allowusers"]
+    assert result.returncode != 0
+    assert (hub.partner_dir("essex-police") / "inbox").is_dir()
+
+
+def test_existing_group_without_user_is_not_taken_over(hub: Hub) -> None:
+    """A partner whose login names an existing group (but no user) is refused, not merged."""
+    name = "exch-grp-only"
+    if subprocess.run(["getent", "group", name], capture_output=True, check=False).returncode:
+        subprocess.run(["groupadd", "--system", name], check=True)
+    key = hub.login("southend-uhft")[1]
+    spec = dataclasses.replace(
+        hub.spec, accounts=(*hub.spec.accounts, HubAccount(name, name, (key,)))
+    )
+
+    with pytest.raises(PrerequisiteError, match=f"useradd {name} failed"):
+        hubconfig.apply_hub(spec)
+
+    with pytest.raises(KeyError):
+        pwd.getpwnam(name)
