@@ -155,7 +155,7 @@ def test_run_refuses_without_sshd(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No /usr/sbin/sshd: exit 9 and a hint naming the openssh-server package."""
-    monkeypatch.setattr(hubconfig, "SSHD", Path("/nonexistent/sbin/sshd"))
+    monkeypatch.setattr(hubconfig.spec, "SSHD", Path("/nonexistent/sbin/sshd"))
 
     code = cli.main(
         [

@@ -11,6 +11,7 @@ import pytest
 from exchange import hubconfig
 from exchange.errors import ConfigError
 from exchange.hubconfig import AccountKind, HubAccount, HubSpec
+from exchange.hubconfig.run import _syslog_message
 
 KEY_BLOB = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\x11" * 32).decode()
 KEY = f"ssh-ed25519 {KEY_BLOB} alice@southend.example"
@@ -221,4 +222,4 @@ def test_links_allowed_only_drops_the_link_denials() -> None:
 )
 def test_syslog_datagrams_become_one_safe_line(datagram: bytes, line: str) -> None:
     """Relayed sftp log lines lose the syslog header and never carry control characters."""
-    assert hubconfig._syslog_message(datagram) == line
+    assert _syslog_message(datagram) == line
