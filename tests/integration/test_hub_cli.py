@@ -318,3 +318,19 @@ def test_run_passes_sighup_to_sshd_and_keeps_serving(workspace: Path, hub_root: 
     assert still_running
     assert "Received SIGHUP; restarting." in err
     assert process.returncode == 0, err
+
+
+def test_run_fails_clearly_when_the_address_is_taken(workspace: Path, hub_root: Path) -> None:
+    """If sshd cannot bind, hub run ends with exit 9 and sshd's own reason on stderr."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-m", "exchange", "hub", "run", "--listen", f"127.0.0.1:{port}"]
+        argv += ["--root", str(hub_root), "--config", str(workspace / "config")]
+
+        result = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+
+    assert result.returncode == 9
+    assert "Address already in use" in result.stderr
+    assert "exchange: error: sshd exited by itself" in result.stderr
