@@ -89,3 +89,11 @@ def test_sftp_log_relays_file_level_operations(hub_factory: HubFactory, tmp_path
     assert re.search(
         r'sftp southend-uhft: internal-sftp\[\d+\]: open "/inbox/d1.age" flags READ', hub.log_text()
     )
+
+
+def test_module_scoped_hub_serves_too(hub_module: Hub) -> None:
+    """hub_module is the same kind of hub, shared by the tests of one module."""
+    result = hub_module.sftp_batch("essex-police", "pwd\n")
+
+    assert result.returncode == 0, result.stderr
+    assert output_lines(result) == ["Remote working directory: /"]
