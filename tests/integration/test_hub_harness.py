@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import HubFactory
-from tests.support.sshd import Hub, output_lines
+from tests.support.sshd import HarnessError, Hub, output_lines, require_root
 
 pytestmark = pytest.mark.integration
 
@@ -97,3 +97,11 @@ def test_module_scoped_hub_serves_too(hub_module: Hub) -> None:
 
     assert result.returncode == 0, result.stderr
     assert output_lines(result) == ["Remote working directory: /"]
+
+
+def test_harness_fails_loudly_when_not_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without root the harness raises with the reason; it never skips."""
+    monkeypatch.setattr("os.geteuid", lambda: 1000)
+
+    with pytest.raises(HarnessError, match="must run as root"):
+        require_root()
