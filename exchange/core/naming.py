@@ -9,7 +9,7 @@ Rules (FORMAT.md §6):
 3. A name listed on the hub is accepted only if it matches the allow-list for its folder:
    :func:`read_name` returns None for anything else (the caller records an incident and
    never uses the name in a path). :func:`printable` escapes such a name for a log line.
-4. Uploads go to a temporary name (``.`` prefix, random token, ``.part`` suffix) and are
+4. Uploads go to a temporary name (``.`` prefix, 16-hex token, ``.part`` suffix) and are
    renamed into place; leftovers are recognisable as ours by :func:`read_name`.
 
 Pure: no I/O, no randomness (the caller passes the delivery id and the temp token).
@@ -22,9 +22,9 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-#: ``dl-`` and 128 random bits as lower-case hex, drawn by the shell (``uuid.uuid4().hex``).
+#: ``dl-`` and 128 random bits as lower-case hex, drawn by the shell (``secrets.token_hex(16)``).
 DELIVERY_ID = re.compile(r"dl-[0-9a-f]{32}")
-#: The random token in a temporary upload name.
+#: The token in a temporary upload name.
 TEMP_TOKEN = re.compile(r"[0-9a-f]{16}")
 _NAME_LABEL = b"exchange/v1 hub name\n"
 _STEM = r"[0-9a-f]{32}"
@@ -63,7 +63,7 @@ def is_delivery_id(text: str) -> bool:
 
 
 def delivery_id_from_hex(random_hex: str) -> str:
-    """``dl-<32 hex>`` from 128 random bits the shell drew (e.g. ``uuid.uuid4().hex``)."""
+    """``dl-<32 hex>`` from 128 random bits the shell drew (``secrets.token_hex(16)``)."""
     delivery = f"dl-{random_hex}"
     if not is_delivery_id(delivery):
         raise ValueError("delivery id: expected 32 lower-case hex digits of randomness")
@@ -103,8 +103,8 @@ class DeliveryNames:
 def temp_name(final: str, token: str) -> str:
     """The name to upload ``final`` under before the rename: ``.<final>.<token>.part``.
 
-    ``token`` is 16 random lower-case hex digits drawn by the shell, so two attempts never
-    collide on ``O_CREAT|O_EXCL`` even if an earlier one left its temp file behind.
+    ``token`` is 16 lower-case hex digits chosen by the writer (the transport derives it from
+    the final name, so a retry finds and removes the leftover of an interrupted attempt).
     """
     if _FINAL.fullmatch(final) is None:
         raise ValueError("temp name: the final name is not a hub name")

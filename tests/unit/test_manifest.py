@@ -691,3 +691,46 @@ def test_manifest_hash_ignores_the_signature_line() -> None:
     """The manifest hash is over the body only, so dedupe by hash survives re-signing."""
     opened = _open(SIGNED)
     assert opened.sha256 == hashlib.sha256(SIGNED[: SIGNED.index(b"signature: ")]).hexdigest()
+
+
+@st.composite
+def receipts(draw: st.DrawFn) -> Receipt:
+    status = draw(st.sampled_from(Status))
+    rejected = status is Status.REJECTED
+    return Receipt(
+        delivery="dl-" + draw(st.text(alphabet="0123456789abcdef", min_size=32, max_size=32)),
+        manifest_sha256=draw(_hex64),
+        plaintext_sha256=draw(st.none() | _hex64) if rejected else draw(_hex64),
+        status=status,
+        reason=draw(st.sampled_from(sorted(RECEIPT_REASONS, key=str))) if rejected else None,
+        time=draw(_times),
+        sender=draw(_ids),
+        recipient=draw(_ids),
+        recipient_key=draw(_fingerprints),
+        agreement=draw(_ids),
+    )
+
+
+@given(receipts())
+def test_receipt_decode_encode_round_trip(receipt: Receipt) -> None:
+    """decode(encode(x)) == x for any valid receipt."""
+    assert Receipt.decode(receipt.encode()) == receipt
+
+
+RECEIPT_BODY = tk.sample_receipt(MANIFEST_SHA).encode()
+
+
+@settings(max_examples=300)
+@given(st.tuples(st.integers(0, len(RECEIPT_BODY) - 1), st.binary(max_size=3), st.integers(0, 3)))
+def test_every_receipt_body_that_decodes_re_encodes_identically(
+    edit: tuple[int, bytes, int],
+) -> None:
+    """encode(decode(b)) == b for every mutated receipt body that decodes."""
+    at, insert, drop = edit
+    body = RECEIPT_BODY[:at] + insert + RECEIPT_BODY[at + drop :]
+    try:
+        receipt = Receipt.decode(body)
+    except ManifestRejected as error:
+        assert error.reason in {Reason.MALFORMED, Reason.NOT_CANONICAL, Reason.UNSUPPORTED_VERSION}
+    else:
+        assert receipt.encode() == body
