@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from exchange.core import naming
 from exchange.core.naming import DeliveryNames, FileKind, Folder, read_name
+from exchange.transport.port import part_name
 
 DELIVERY = "dl-0123456789abcdef0123456789abcdef"
 OTHER = "dl-fedcba9876543210fedcba9876543210"
@@ -187,3 +188,15 @@ def test_remote_path() -> None:
 def test_printable_escapes_hostile_names(name: str, shown: str) -> None:
     """Hostile names are shown as quoted printable ASCII with \\xNN escapes, cut when long."""
     assert naming.printable(name) == shown
+
+
+def test_transport_temp_names_are_recognised() -> None:
+    """The transport's temporary names for our final names read back as our temp files."""
+    names = DeliveryNames.for_delivery(DELIVERY)
+    for final in (names.payload, names.manifest, names.receipt):
+        temp = part_name(f"southend-uhft/inbox/{final}").rpartition("/")[2]
+        hub_file = read_name(Folder.INBOX, temp)
+        assert hub_file is not None
+        assert hub_file.temporary
+        assert hub_file.final_name == final
+        assert temp == naming.temp_name(final, temp.split(".")[-2])
