@@ -18,7 +18,7 @@ import uuid
 from dataclasses import dataclass
 from typing import ClassVar
 
-__all__ = ["DatasetId", "ReasonCode", "Sha256"]
+__all__ = ["DatasetId", "ReasonCode", "Sha256", "VersionKind"]
 
 
 class ReasonCode(enum.Enum):
@@ -105,3 +105,11 @@ class DatasetId:
 
     def __str__(self) -> str:
         return self.value
+
+
+class VersionKind(enum.Enum):
+    """How a version of a dataset came to exist; stored in the ledger."""
+
+    REGULAR = "regular"  # dropped in an outbox and taken by intake
+    CORRECTION = "correction"  # `exchange correct`: supersedes an earlier version (protocol §8)
+    MANUAL = "manual"  # `exchange send`: out of schedule, with a written reason (protocol §3)
