@@ -2,15 +2,15 @@
 
 Rules:
 
-1. This is the only module that imports :mod:`sqlite3`. Callers get frozen dataclasses back,
-   never rows or cursors.
+1. This is the only module that imports :mod:`sqlite3`. Callers get frozen dataclasses back
+   (defined in :mod:`exchange.ledger_records`, re-exported here), never rows or cursors.
 2. Durability first: WAL with ``synchronous=FULL``, ``foreign_keys=ON``, a ``busy_timeout``.
    ``PRAGMA integrity_check`` runs on a *read-only* connection before anything else; a corrupt
    ledger raises :class:`~exchange.errors.LedgerCorrupt` and is never written, migrated or
    overwritten. A lock held past the timeout raises :class:`~exchange.errors.LedgerBusy`.
-3. The schema moves forward only, by ``PRAGMA user_version``: :data:`MIGRATIONS` is a list of
-   scripts, each applied in one transaction together with its version bump. A shipped
-   migration is never edited; change the schema by appending one.
+3. The schema moves forward only, by ``PRAGMA user_version``: :data:`MIGRATIONS` (in
+   :mod:`exchange.ledger_schema`) is a list of scripts, each applied in one transaction
+   together with its version bump. A shipped migration is never edited; append one.
 4. Every delivery state change goes through :func:`exchange.core.delivery.step` in the same
    transaction that appends its row to ``delivery_events``; an illegal transition raises
    before anything is written. ``delivery_events``, ``datasets``, ``versions`` and
@@ -35,8 +35,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -50,8 +49,33 @@ from exchange.errors import (
     NotFoundError,
     RefusedError,
 )
+from exchange.ledger_records import (
+    DELIVERY_SELECT,
+    INCIDENT_SELECT,
+    QUARANTINE_SELECT,
+    VERSION_SELECT,
+    Dataset,
+    Delivery,
+    DeliveryEvent,
+    DuplicateContent,
+    Incident,
+    LedgerFull,
+    QuarantineRecord,
+    Run,
+    StatusRow,
+    Version,
+    delivery_from_row,
+    from_opt_text,
+    from_text,
+    incident_from_row,
+    quarantine_from_row,
+    to_text,
+    version_from_row,
+)
+from exchange.ledger_schema import MIGRATIONS
 from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 
+# The records are part of this module's interface: callers import them from here.
 __all__ = [
     "MIGRATIONS",
     "Dataset",
@@ -68,282 +92,7 @@ __all__ = [
 ]
 
 
-class LedgerFull(LedgerError):
-    """The disk under the ledger is full; the write was rolled back."""
-
-    transient = True
-    default_hint = "free space on the disk holding the state directory; the work is retried"
-
-
-class DuplicateContent(RefusedError):
-    """The same content was already taken under this agreement (TESTPLAN A13)."""
-
-    default_hint = "this is a duplicate; declare it a correction with 'exchange correct'"
-
-    def __init__(self, message: str, *, existing: Version) -> None:
-        super().__init__(message)
-        self.existing = existing
-
-
-# --- records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Dataset:
-    id: DatasetId
-    agreement: str
-    original_name: bytes
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Version:
-    id: int  # the ledger's row id; ``number`` is the version as people count it
-    dataset: DatasetId
-    number: int
-    sha256: Sha256
-    size: int
-    spool_path: str
-    kind: VersionKind
-    supersedes: int | None
-    complaint_ref: str | None
-    reason: str | None
-    override_note: str | None
-    created_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    id: str
-    version: int
-    dataset: DatasetId
-    agreement: str
-    recipient: str
-    state: DeliveryState
-    attempts: int  # attempts begun (intent recorded); drives the backoff
-    strikes: int  # attempts that died without an answer; drives poisoning
-    next_attempt_at: datetime | None
-    remote_name: str | None
-    sequence: int | None  # per recipient, fresh for every attempt, so it rises in upload order
-    ciphertext_sha256: str | None
-    size: int | None
-    duration: timedelta | None
-    manifest_hash: str | None
-    last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    sent_at: datetime | None
-    acknowledged_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryEvent:
-    id: int
-    delivery: str
-    from_state: DeliveryState | None  # None for the creation row
-    to_state: DeliveryState
-    event: str
-    reason: str | None
-    at: datetime
-    chain: str
-
-
-@dataclass(frozen=True, slots=True)
-class Incident:
-    id: int
-    opened_at: datetime
-    reason: ReasonCode
-    agreement: str | None
-    partner: str | None
-    context: Mapping[str, str | int | bool | None]
-    dedupe_key: str | None
-    occurrences: int
-    last_seen_at: datetime
-    closed_at: datetime | None
-    close_note: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class QuarantineRecord:
-    id: int
-    agreement: str
-    original_name: bytes
-    path: str
-    reason: ReasonCode
-    detail: str
-    sha256: Sha256 | None
-    size: int | None
-    incident: int | None
-    at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class Run:
-    agreement: str
-    due_at: datetime
-    done_at: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class StatusRow:
-    agreement: str
-    recipient: str
-    state: DeliveryState
-    count: int
-    last_sent_at: datetime | None
-
-
-# --- schema -----------------------------------------------------------------------------------
-
-MIGRATIONS: tuple[str, ...] = (
-    # 1: the initial schema
-    """
-    CREATE TABLE delivery_states (name TEXT PRIMARY KEY) WITHOUT ROWID;
-    INSERT INTO delivery_states (name) VALUES
-        ('pending'), ('uploading'), ('sent'), ('retry_wait'), ('parked'), ('acknowledged'),
-        ('rejected'), ('withdrawn'), ('poisoned'), ('superseded'), ('cancelled');
-    CREATE TABLE datasets (
-        id TEXT PRIMARY KEY,
-        agreement TEXT NOT NULL,
-        original_name BLOB NOT NULL,
-        created_at TEXT NOT NULL
-    );
-    CREATE INDEX datasets_agreement ON datasets (agreement);
-    CREATE TABLE versions (
-        id INTEGER PRIMARY KEY,
-        dataset TEXT NOT NULL REFERENCES datasets (id),
-        number INTEGER NOT NULL CHECK (number >= 1),
-        sha256 TEXT NOT NULL CHECK (length(sha256) = 64),
-        size INTEGER NOT NULL CHECK (size >= 0),
-        spool_path TEXT NOT NULL,
-        kind TEXT NOT NULL CHECK (kind IN ('regular', 'correction', 'manual')),
-        supersedes INTEGER UNIQUE REFERENCES versions (id),
-        complaint_ref TEXT,
-        reason TEXT,
-        override_note TEXT,
-        created_at TEXT NOT NULL,
-        UNIQUE (dataset, number),
-        UNIQUE (dataset, sha256),
-        CHECK ((kind = 'correction') = (supersedes IS NOT NULL)),
-        CHECK (kind = 'regular' OR reason IS NOT NULL)
-    );
-    CREATE INDEX versions_sha256 ON versions (sha256);
-    CREATE TABLE deliveries (
-        id TEXT PRIMARY KEY,
-        version INTEGER NOT NULL REFERENCES versions (id),
-        recipient TEXT NOT NULL,
-        state TEXT NOT NULL REFERENCES delivery_states (name),
-        attempts INTEGER NOT NULL DEFAULT 0 CHECK (attempts >= 0),
-        strikes INTEGER NOT NULL DEFAULT 0 CHECK (strikes >= 0),
-        next_attempt_at TEXT,
-        remote_name TEXT,
-        sequence INTEGER,
-        ciphertext_sha256 TEXT,
-        size INTEGER,
-        duration_ms INTEGER,
-        manifest_hash TEXT UNIQUE,
-        last_error TEXT,
-        created_at TEXT NOT NULL,
-        updated_at TEXT NOT NULL,
-        sent_at TEXT,
-        acknowledged_at TEXT,
-        UNIQUE (version, recipient),
-        UNIQUE (recipient, sequence)
-    );
-    CREATE INDEX deliveries_state ON deliveries (state, next_attempt_at);
-    CREATE TABLE sequences (recipient TEXT PRIMARY KEY, last INTEGER NOT NULL) WITHOUT ROWID;
-    CREATE TABLE delivery_events (
-        id INTEGER PRIMARY KEY,
-        delivery TEXT NOT NULL REFERENCES deliveries (id),
-        from_state TEXT REFERENCES delivery_states (name),
-        to_state TEXT NOT NULL REFERENCES delivery_states (name),
-        event TEXT NOT NULL,
-        reason TEXT,
-        at TEXT NOT NULL,
-        chain TEXT NOT NULL
-    );
-    CREATE INDEX delivery_events_delivery ON delivery_events (delivery);
-    CREATE TABLE receipts (
-        manifest_hash TEXT PRIMARY KEY,
-        delivery TEXT NOT NULL REFERENCES deliveries (id),
-        status TEXT NOT NULL,
-        reason TEXT,
-        received_at TEXT NOT NULL
-    );
-    CREATE TABLE incidents (
-        id INTEGER PRIMARY KEY,
-        opened_at TEXT NOT NULL,
-        reason TEXT NOT NULL,
-        agreement TEXT,
-        partner TEXT,
-        context TEXT NOT NULL,
-        dedupe_key TEXT,
-        occurrences INTEGER NOT NULL DEFAULT 1,
-        last_seen_at TEXT NOT NULL,
-        closed_at TEXT,
-        close_note TEXT,
-        CHECK ((closed_at IS NULL) = (close_note IS NULL))
-    );
-    CREATE UNIQUE INDEX incidents_open_key ON incidents (dedupe_key)
-        WHERE closed_at IS NULL AND dedupe_key IS NOT NULL;
-    CREATE TABLE quarantine (
-        id INTEGER PRIMARY KEY,
-        agreement TEXT NOT NULL,
-        original_name BLOB NOT NULL,
-        path TEXT NOT NULL UNIQUE,
-        reason TEXT NOT NULL,
-        detail TEXT NOT NULL,
-        sha256 TEXT,
-        size INTEGER,
-        incident INTEGER REFERENCES incidents (id),
-        at TEXT NOT NULL
-    );
-    CREATE TABLE runs (
-        agreement TEXT NOT NULL,
-        due_at TEXT NOT NULL,
-        done_at TEXT,
-        PRIMARY KEY (agreement, due_at)
-    ) WITHOUT ROWID;
-    CREATE TRIGGER delivery_events_no_update BEFORE UPDATE ON delivery_events
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER delivery_events_no_delete BEFORE DELETE ON delivery_events
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER datasets_no_update BEFORE UPDATE ON datasets
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER datasets_no_delete BEFORE DELETE ON datasets
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER versions_no_update BEFORE UPDATE ON versions
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER versions_no_delete BEFORE DELETE ON versions
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER receipts_no_update BEFORE UPDATE ON receipts
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER receipts_no_delete BEFORE DELETE ON receipts
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER deliveries_no_delete BEFORE DELETE ON deliveries
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER incidents_no_delete BEFORE DELETE ON incidents
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON quarantine
-        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
-    """,
-)
-
 _CHAIN_START = "0" * 64
-
-
-def _ts(moment: datetime) -> str:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise InvariantError("ledger: naive datetime; pass an aware one (clock.now())")
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def _dt(text: str) -> datetime:
-    return datetime.fromisoformat(text)
-
-
-def _opt_dt(text: str | None) -> datetime | None:
-    return None if text is None else _dt(text)
 
 
 def _statements(script: str) -> Iterator[str]:
@@ -370,104 +119,6 @@ def _translate(error: sqlite3.Error, path: Path) -> Exception:
     if isinstance(error, sqlite3.IntegrityError):
         return InvariantError(f"ledger: constraint failed: {error}")
     return LedgerError(f"{path}: ledger error: {error}", hint="check the state directory")
-
-
-_DELIVERY_SELECT = """
-    SELECT dl.id, dl.version, v.dataset, d.agreement, dl.recipient, dl.state, dl.attempts,
-           dl.strikes, dl.next_attempt_at, dl.remote_name, dl.sequence, dl.ciphertext_sha256,
-           dl.size, dl.duration_ms, dl.manifest_hash, dl.last_error, dl.created_at,
-           dl.updated_at, dl.sent_at, dl.acknowledged_at
-    FROM deliveries dl JOIN versions v ON v.id = dl.version JOIN datasets d ON d.id = v.dataset
-"""
-_VERSION_SELECT = """
-    SELECT v.id, v.dataset, v.number, v.sha256, v.size, v.spool_path, v.kind, v.supersedes,
-           v.complaint_ref, v.reason, v.override_note, v.created_at
-    FROM versions v
-"""
-_INCIDENT_SELECT = """
-    SELECT id, opened_at, reason, agreement, partner, context, dedupe_key, occurrences,
-           last_seen_at, closed_at, close_note
-    FROM incidents
-"""
-
-
-_QUARANTINE_SELECT = """
-    SELECT id, agreement, original_name, path, reason, detail, sha256, size, incident, at
-    FROM quarantine
-"""
-
-
-def _delivery(row: Sequence[Any]) -> Delivery:
-    return Delivery(
-        id=row[0],
-        version=row[1],
-        dataset=DatasetId(row[2]),
-        agreement=row[3],
-        recipient=row[4],
-        state=DeliveryState(row[5]),
-        attempts=row[6],
-        strikes=row[7],
-        next_attempt_at=_opt_dt(row[8]),
-        remote_name=row[9],
-        sequence=row[10],
-        ciphertext_sha256=row[11],
-        size=row[12],
-        duration=None if row[13] is None else timedelta(milliseconds=row[13]),
-        manifest_hash=row[14],
-        last_error=row[15],
-        created_at=_dt(row[16]),
-        updated_at=_dt(row[17]),
-        sent_at=_opt_dt(row[18]),
-        acknowledged_at=_opt_dt(row[19]),
-    )
-
-
-def _version(row: Sequence[Any]) -> Version:
-    return Version(
-        id=row[0],
-        dataset=DatasetId(row[1]),
-        number=row[2],
-        sha256=Sha256(row[3]),
-        size=row[4],
-        spool_path=row[5],
-        kind=VersionKind(row[6]),
-        supersedes=row[7],
-        complaint_ref=row[8],
-        reason=row[9],
-        override_note=row[10],
-        created_at=_dt(row[11]),
-    )
-
-
-def _incident(row: Sequence[Any]) -> Incident:
-    return Incident(
-        id=row[0],
-        opened_at=_dt(row[1]),
-        reason=ReasonCode(row[2]),
-        agreement=row[3],
-        partner=row[4],
-        context=json.loads(row[5]),
-        dedupe_key=row[6],
-        occurrences=row[7],
-        last_seen_at=_dt(row[8]),
-        closed_at=_opt_dt(row[9]),
-        close_note=row[10],
-    )
-
-
-def _quarantine(row: Sequence[Any]) -> QuarantineRecord:
-    return QuarantineRecord(
-        id=row[0],
-        agreement=row[1],
-        original_name=bytes(row[2]),
-        path=row[3],
-        reason=ReasonCode(row[4]),
-        detail=row[5],
-        sha256=None if row[6] is None else Sha256(row[6]),
-        size=row[7],
-        incident=row[8],
-        at=_dt(row[9]),
-    )
 
 
 def _event_reason(event: Event) -> str | None:
@@ -709,7 +360,7 @@ class Ledger:
             self._write(
                 "INSERT INTO datasets (id, agreement, original_name, created_at) "
                 "VALUES (?, ?, ?, ?)",
-                (dataset.value, agreement, original_name, _ts(now)),
+                (dataset.value, agreement, original_name, to_text(now)),
             )
             return self._insert_version(
                 dataset,
@@ -773,7 +424,7 @@ class Ledger:
             )
             if kind is VersionKind.CORRECTION:
                 for older in self._all(
-                    _DELIVERY_SELECT + " WHERE v.dataset = ? AND v.id <> ? AND dl.state IN "
+                    DELIVERY_SELECT + " WHERE v.dataset = ? AND v.id <> ? AND dl.state IN "
                     "('pending', 'retry_wait', 'parked')",
                     (dataset.value, version.id),
                 ):
@@ -810,7 +461,7 @@ class Ledger:
                 complaint_ref,
                 reason,
                 override_note,
-                _ts(now),
+                to_text(now),
             ),
         )
         version_id = cursor.lastrowid
@@ -827,28 +478,28 @@ class Ledger:
         )
         if row is None:
             raise NotFoundError(f"dataset {dataset}: not in the ledger")
-        return Dataset(DatasetId(row[0]), row[1], bytes(row[2]), _dt(row[3]))
+        return Dataset(DatasetId(row[0]), row[1], bytes(row[2]), from_text(row[3]))
 
     def get_version(self, version_id: int) -> Version:
-        row = self._one(_VERSION_SELECT + " WHERE v.id = ?", (version_id,))
+        row = self._one(VERSION_SELECT + " WHERE v.id = ?", (version_id,))
         if row is None:
             raise NotFoundError(f"version {version_id}: not in the ledger")
-        return _version(row)
+        return version_from_row(row)
 
     def versions_of(self, dataset: DatasetId) -> list[Version]:
         rows = self._all(
-            _VERSION_SELECT + " WHERE v.dataset = ? ORDER BY v.number", (dataset.value,)
+            VERSION_SELECT + " WHERE v.dataset = ? ORDER BY v.number", (dataset.value,)
         )
-        return [_version(row) for row in rows]
+        return [version_from_row(row) for row in rows]
 
     def versions_with_content(self, agreement: str, sha256: Sha256) -> list[Version]:
         """Every version under ``agreement`` whose content has this hash (duplicate check)."""
         rows = self._all(
-            _VERSION_SELECT + " JOIN datasets d ON d.id = v.dataset "
+            VERSION_SELECT + " JOIN datasets d ON d.id = v.dataset "
             "WHERE v.sha256 = ? AND d.agreement = ? ORDER BY v.id",
             (sha256.hex, agreement),
         )
-        return [_version(row) for row in rows]
+        return [version_from_row(row) for row in rows]
 
     # -- deliveries ----------------------------------------------------------------------------
 
@@ -866,7 +517,7 @@ class Ledger:
                     f"ledger: version {version_id} already has delivery {existing[0]} "
                     f"to {recipient}"
                 )
-            stamp = _ts(now)
+            stamp = to_text(now)
             self._write(
                 "INSERT INTO deliveries (id, version, recipient, state, created_at, updated_at) "
                 "VALUES (?, ?, ?, 'pending', ?, ?)",
@@ -876,10 +527,10 @@ class Ledger:
             return self.get_delivery(delivery_id)
 
     def get_delivery(self, delivery_id: str) -> Delivery:
-        row = self._one(_DELIVERY_SELECT + " WHERE dl.id = ?", (delivery_id,))
+        row = self._one(DELIVERY_SELECT + " WHERE dl.id = ?", (delivery_id,))
         if row is None:
             raise NotFoundError(f"delivery {delivery_id}: not in the ledger")
-        return _delivery(row)
+        return delivery_from_row(row)
 
     def deliveries(
         self,
@@ -900,17 +551,17 @@ class Ledger:
             clauses.append("dl.recipient = ?")
             params.append(recipient)
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._all(_DELIVERY_SELECT + where + " ORDER BY dl.created_at, dl.id", params)
-        return [_delivery(row) for row in rows]
+        rows = self._all(DELIVERY_SELECT + where + " ORDER BY dl.created_at, dl.id", params)
+        return [delivery_from_row(row) for row in rows]
 
     def retries_due(self, now: datetime) -> list[Delivery]:
         """Deliveries waiting to retry whose time has come, earliest first."""
         rows = self._all(
-            _DELIVERY_SELECT + " WHERE dl.state = 'retry_wait' AND dl.next_attempt_at <= ? "
+            DELIVERY_SELECT + " WHERE dl.state = 'retry_wait' AND dl.next_attempt_at <= ? "
             "ORDER BY dl.next_attempt_at, dl.id",
-            (_ts(now),),
+            (to_text(now),),
         )
-        return [_delivery(row) for row in rows]
+        return [delivery_from_row(row) for row in rows]
 
     def holders(self, dataset: DatasetId) -> set[str]:
         """Recipients that hold, or may hold, some version of ``dataset`` (corrections go to
@@ -948,7 +599,7 @@ class Ledger:
             self._write(
                 "UPDATE deliveries SET ciphertext_sha256 = ?, size = ?, manifest_hash = ?, "
                 "updated_at = ? WHERE id = ?",
-                (ciphertext_sha256, size, manifest_hash, _ts(now), delivery_id),
+                (ciphertext_sha256, size, manifest_hash, to_text(now), delivery_id),
             )
             return self.get_delivery(delivery_id)
 
@@ -981,7 +632,7 @@ class Ledger:
             current = self.get_delivery(delivery_id)
             target = lifecycle.step(current.state, event)
             changes = self._effects(current, event, now)
-            stamp = _ts(now)
+            stamp = to_text(now)
             changes.update(state=target.value, updated_at=stamp)
             columns = ", ".join(f"{name} = ?" for name in changes)
             cursor = self._write(
@@ -1049,15 +700,15 @@ class Ledger:
                     "size": event.size,
                     "manifest_hash": event.manifest_hash,
                     "duration_ms": round(event.duration / timedelta(milliseconds=1)),
-                    "sent_at": _ts(now),
+                    "sent_at": to_text(now),
                     "last_error": None,
                 }
             case lifecycle.UploadFailed(reason=reason, retry_at=retry_at):
-                return {"last_error": reason, "next_attempt_at": _ts(retry_at)}
+                return {"last_error": reason, "next_attempt_at": to_text(retry_at)}
             case lifecycle.UploadInterrupted(reason=reason, retry_at=retry_at):
                 return {
                     "last_error": reason,
-                    "next_attempt_at": _ts(retry_at),
+                    "next_attempt_at": to_text(retry_at),
                     "strikes": current.strikes + 1,
                 }
             case lifecycle.Parked(reason=reason) | lifecycle.GaveUp(reason=reason):
@@ -1067,7 +718,7 @@ class Ledger:
             case lifecycle.ReceiptAccepted() | lifecycle.ReceiptRejected():
                 if event.manifest_hash != current.manifest_hash:
                     raise InvariantError(f"delivery {current.id}: receipt is for another manifest")
-                extra: dict[str, object] = {"acknowledged_at": _ts(now)}
+                extra: dict[str, object] = {"acknowledged_at": to_text(now)}
                 if isinstance(event, lifecycle.ReceiptRejected):
                     extra["last_error"] = event.reason
                 return extra
@@ -1125,7 +776,7 @@ class Ledger:
                 DeliveryState(row[3]),
                 row[4],
                 row[5],
-                _dt(row[6]),
+                from_text(row[6]),
                 row[7],
             )
             for row in rows
@@ -1157,7 +808,7 @@ class Ledger:
             "ORDER BY d.agreement, dl.recipient, dl.state"
         )
         return [
-            StatusRow(row[0], row[1], DeliveryState(row[2]), row[3], _opt_dt(row[4]))
+            StatusRow(row[0], row[1], DeliveryState(row[2]), row[3], from_opt_text(row[4]))
             for row in rows
         ]
 
@@ -1180,7 +831,7 @@ class Ledger:
         for key, value in values.items():
             if not isinstance(value, str | int | bool | None):
                 raise InvariantError(f"ledger: incident context {key!r} is not a scalar")
-        stamp = _ts(now)
+        stamp = to_text(now)
         with self.transaction():
             if dedupe_key is not None:
                 row = self._one(
@@ -1222,19 +873,21 @@ class Ledger:
                 raise RefusedError(f"incident {incident_id}: already closed")
             self._write(
                 "UPDATE incidents SET closed_at = ?, close_note = ? WHERE id = ?",
-                (_ts(now), note, incident_id),
+                (to_text(now), note, incident_id),
             )
             return self.get_incident(incident_id)
 
     def get_incident(self, incident_id: int) -> Incident:
-        row = self._one(_INCIDENT_SELECT + " WHERE id = ?", (incident_id,))
+        row = self._one(INCIDENT_SELECT + " WHERE id = ?", (incident_id,))
         if row is None:
             raise NotFoundError(f"incident {incident_id}: not in the ledger")
-        return _incident(row)
+        return incident_from_row(row)
 
     def incidents(self, *, open_only: bool = True) -> list[Incident]:
         where = " WHERE closed_at IS NULL" if open_only else ""
-        return [_incident(row) for row in self._all(_INCIDENT_SELECT + where + " ORDER BY id")]
+        return [
+            incident_from_row(row) for row in self._all(INCIDENT_SELECT + where + " ORDER BY id")
+        ]
 
     # -- quarantine ----------------------------------------------------------------------------
 
@@ -1267,17 +920,17 @@ class Ledger:
                     None if sha256 is None else sha256.hex,
                     size,
                     incident,
-                    _ts(now),
+                    to_text(now),
                 ),
             )
-            return _quarantine(self._one(_QUARANTINE_SELECT + " WHERE path = ?", (path,)))
+            return quarantine_from_row(self._one(QUARANTINE_SELECT + " WHERE path = ?", (path,)))
 
     def quarantined(self, agreement: str | None = None) -> list[QuarantineRecord]:
         if agreement is None:
-            rows = self._all(_QUARANTINE_SELECT + " ORDER BY id")
+            rows = self._all(QUARANTINE_SELECT + " ORDER BY id")
         else:
-            rows = self._all(_QUARANTINE_SELECT + " WHERE agreement = ? ORDER BY id", (agreement,))
-        return [_quarantine(row) for row in rows]
+            rows = self._all(QUARANTINE_SELECT + " WHERE agreement = ? ORDER BY id", (agreement,))
+        return [quarantine_from_row(row) for row in rows]
 
     # -- scheduled runs ------------------------------------------------------------------------
 
@@ -1287,7 +940,7 @@ class Ledger:
         with self.transaction():
             cursor = self._write(
                 "INSERT INTO runs (agreement, due_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                (agreement, _ts(due_at)),
+                (agreement, to_text(due_at)),
             )
             return cursor.rowcount == 1
 
@@ -1297,15 +950,17 @@ class Ledger:
             if (
                 self._one(
                     "SELECT 1 FROM runs WHERE agreement = ? AND due_at = ?",
-                    (agreement, _ts(due_at)),
+                    (agreement, to_text(due_at)),
                 )
                 is None
             ):
-                raise InvariantError(f"ledger: run {agreement} at {_ts(due_at)} was never added")
+                raise InvariantError(
+                    f"ledger: run {agreement} at {to_text(due_at)} was never added"
+                )
             cursor = self._write(
                 "UPDATE runs SET done_at = ? WHERE agreement = ? AND due_at = ? "
                 "AND done_at IS NULL",
-                (_ts(now), agreement, _ts(due_at)),
+                (to_text(now), agreement, to_text(due_at)),
             )
             return cursor.rowcount == 1
 
@@ -1316,7 +971,9 @@ class Ledger:
         if agreement is not None:
             sql += " AND agreement = ?"
             params = (agreement,)
-        return [Run(r[0], _dt(r[1]), None) for r in self._all(sql + " ORDER BY due_at", params)]
+        return [
+            Run(r[0], from_text(r[1]), None) for r in self._all(sql + " ORDER BY due_at", params)
+        ]
 
     def last_run(self, agreement: str) -> Run | None:
         """The latest run recorded for an agreement, done or not."""
@@ -1325,4 +982,4 @@ class Ledger:
             "ORDER BY due_at DESC LIMIT 1",
             (agreement,),
         )
-        return None if row is None else Run(row[0], _dt(row[1]), _opt_dt(row[2]))
+        return None if row is None else Run(row[0], from_text(row[1]), from_opt_text(row[2]))

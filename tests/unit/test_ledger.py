@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import stat
 import uuid
@@ -89,6 +90,22 @@ def test_migrates_an_empty_file_to_the_latest_schema(ledger: Ledger, path: Path)
         assert probe.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     finally:
         probe.close()
+
+
+def test_shipped_migrations_are_never_edited() -> None:
+    """Each shipped migration's text is pinned: change the schema by appending one."""
+    shipped = ["7f619386697f2da06459d3b272232bc17d4fdac90d6c9c4e07b8f444cb1c8fd5"]
+    assert shipped == [hashlib.sha256(m.encode()).hexdigest() for m in MIGRATIONS[: len(shipped)]]
+
+
+def test_schema_knows_every_delivery_state(ledger: Ledger, path: Path) -> None:
+    """The delivery_states table holds exactly the states of the lifecycle table."""
+    probe = sqlite3.connect(path)
+    try:
+        stored = {row[0] for row in probe.execute("SELECT name FROM delivery_states")}
+    finally:
+        probe.close()
+    assert {state.value for state in DeliveryState} == stored
 
 
 def test_reopen_keeps_data_and_does_not_migrate_again(path: Path) -> None:
