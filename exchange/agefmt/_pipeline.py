@@ -1,18 +1,20 @@
-"""Ordered fan-out of byte blocks to consumers (hashes, writers), on threads for long streams.
+"""Ordered hand-off of byte blocks to consumers (a hash, a writer) on one worker thread.
 
-Why threads: SHA-256 (hashlib), ChaCha20-Poly1305 (``cryptography``) and file writes all
-release the GIL on large buffers, so hashing the plaintext, hashing the ciphertext, writing
-it and encrypting the next batch can run on different cores. Measured in bench/crypto.
+Why a thread: SHA-256 (hashlib), ChaCha20-Poly1305 (``cryptography``) and file writes all
+release the GIL on large buffers, so the producer (read, hash one side, encrypt or decrypt)
+and the consumer (hash the other side, write) run on two cores. One worker per output,
+rather than one per consumer, measured fastest on two cores (bench/RESULTS.md): the two
+halves then cost about the same and there are fewer GIL hand-offs.
 
 Rules:
 
-1. Each consumer sees every block, in the order fed, exactly once.
-2. The first block is handled inline; worker threads start only when a second block arrives,
+1. The consumers see every block, in the order fed, exactly once, one after the other.
+2. The first block is handled inline; the worker starts only when a second block arrives,
    so small files never start a thread.
-3. Queues are bounded (:data:`DEPTH` blocks per consumer), so memory stays flat whatever the
-   stream length: a fast reader waits for the slowest consumer.
-4. A consumer's exception stops that consumer, is kept, and is raised by :meth:`Fanout.close`
-   in the caller's thread; :meth:`Fanout.failed` lets the producer stop early.
+3. The queue is bounded (:data:`DEPTH` blocks), so memory stays flat whatever the stream
+   length: a fast producer waits for the consumer.
+4. A consumer's exception stops the worker consuming, is kept, and is raised by
+   :meth:`Fanout.close` in the caller's thread; :meth:`Fanout.failed` lets the producer stop.
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ _STOP = None
 
 
 class _Worker:
-    __slots__ = ("_consumer", "_queue", "_thread", "error")
+    __slots__ = ("_consumers", "_queue", "_thread", "error")
 
-    def __init__(self, consumer: Consumer, name: str) -> None:
-        self._consumer = consumer
+    def __init__(self, consumers: Sequence[Consumer]) -> None:
+        self._consumers = consumers
         self._queue: queue.Queue[bytes | bytearray | None] = queue.Queue(maxsize=DEPTH)
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread = threading.Thread(target=self._run, name="agefmt-output", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
@@ -43,7 +45,8 @@ class _Worker:
                 return
             if self.error is None:
                 try:
-                    self._consumer(block)
+                    for consumer in self._consumers:
+                        consumer(block)
                 except BaseException as error:  # noqa: BLE001 - handed to the caller by close()
                     self.error = error
 
@@ -58,39 +61,34 @@ class _Worker:
 class Fanout:
     """Feeds blocks to consumers; see the module rules."""
 
-    __slots__ = ("_closed", "_consumers", "_fed", "_workers")
+    __slots__ = ("_closed", "_consumers", "_fed", "_worker")
 
     def __init__(self, consumers: Sequence[Consumer]) -> None:
         self._consumers = list(consumers)
-        self._workers: list[_Worker] = []
+        self._worker: _Worker | None = None
         self._fed = 0
         self._closed = False
 
     def feed(self, block: bytes | bytearray) -> None:
         """Hand ``block`` to every consumer; the caller must not modify it afterwards."""
-        if self._fed == 0:
+        if self._fed == 0 or not self._consumers:
             for consumer in self._consumers:
                 consumer(block)
         else:
-            if not self._workers:
-                self._workers = [
-                    _Worker(c, f"agefmt-consumer-{i}") for i, c in enumerate(self._consumers)
-                ]
-            for worker in self._workers:
-                worker.put(block)
+            if self._worker is None:
+                self._worker = _Worker(self._consumers)
+            self._worker.put(block)
         self._fed += 1
 
     def failed(self) -> bool:
-        return any(w.error is not None for w in self._workers)
+        return self._worker is not None and self._worker.error is not None
 
     def close(self, *, raise_errors: bool = True) -> None:
-        """Wait until every block is consumed; raise the first consumer error, if any."""
+        """Wait until every block is consumed; raise the consumer error, if any."""
         if self._closed:
             return
         self._closed = True
-        for worker in self._workers:
-            worker.join()
-        if raise_errors:
-            for worker in self._workers:
-                if worker.error is not None:
-                    raise worker.error
+        if self._worker is not None:
+            self._worker.join()
+            if raise_errors and self._worker.error is not None:
+                raise self._worker.error

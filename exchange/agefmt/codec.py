@@ -141,9 +141,10 @@ def encrypt_fanout(
     if not targets:
         raise UsageError("no output targets given")
     outputs = [_Target(recipients, dst, armor) for recipients, dst in targets]
+    # The plaintext is hashed once, on this thread, between reading and sealing; each output
+    # is hashed and written on its own worker (see _pipeline).
     plain = _Digest()
-    plain_fanout = Fanout([plain])
-    fanouts = [plain_fanout, *(t.fanout for t in outputs)]
+    fanouts = [t.fanout for t in outputs]
     batch = BATCH_CHUNKS * CHUNK
     try:
         for target in outputs:
@@ -152,7 +153,7 @@ def encrypt_fanout(
         while True:
             following = _read_full(src.read, batch) if len(pending) == batch else b""
             final = not following
-            plain_fanout.feed(pending)
+            plain(pending)
             for target in outputs:
                 target.fanout.feed(target.sealer.seal(pending, final))
             if final or any(f.failed() for f in fanouts):
@@ -162,7 +163,6 @@ def encrypt_fanout(
         for fanout in fanouts:
             fanout.close(raise_errors=False)
         raise
-    plain_fanout.close()
     for target in outputs:
         target.finish()
     return tuple(
@@ -239,6 +239,10 @@ def _unwrap(stanzas: Sequence[hdr.Stanza], identities: Sequence[Identity]) -> by
     )
 
 
+def _already_hashed(_block: bytes) -> None:
+    """Armored input is hashed as it is read (the text is the stored file), not here."""
+
+
 def decrypt(
     src: BinaryIO,
     dst: BinaryIO,
@@ -263,10 +267,10 @@ def decrypt(
 
         cipher(prefix)
         source = _Source(ArmorReader(hashing_read, prefix).read)
-        cipher_consumers: list[Callable[[bytes | bytearray], object]] = []
+        hash_ciphertext: Callable[[bytes], None] = _already_hashed
     else:
         source = _Source(src.read, prefix)
-        cipher_consumers = [cipher]
+        hash_ciphertext = cipher
     header, covered = hdr.parse(source.readline)
     file_key = _unwrap(header.stanzas, identities)
     hdr.verify_mac(file_key, covered, header.mac)
@@ -274,28 +278,27 @@ def decrypt(
     if len(nonce) != NONCE_SIZE:
         raise HeaderError("age file: it ends before the payload nonce")
     opener = Opener(payload_key(file_key, nonce))
+    # The ciphertext is hashed on this thread between reading and opening; the plaintext is
+    # hashed and written on a worker (see _pipeline).
     plain = _Digest()
-    cipher_fanout = Fanout(cipher_consumers)
     plain_fanout = Fanout([plain, dst.write])
     batch = BATCH_CHUNKS * ENC_CHUNK
     try:
-        cipher_fanout.feed(header.encode() + nonce)
+        hash_ciphertext(header.encode() + nonce)
         pending = source.read_full(batch)
         while True:
             following = source.read_full(batch) if len(pending) == batch else b""
-            cipher_fanout.feed(pending)
+            hash_ciphertext(pending)
             released, error = opener.open(pending, at_eof=not following)
             plain_fanout.feed(released)
             if error is not None:
                 plain_fanout.close()
                 raise error
-            if not following or plain_fanout.failed() or cipher_fanout.failed():
+            if not following or plain_fanout.failed():
                 break
             pending = following
     except BaseException:
-        cipher_fanout.close(raise_errors=False)
         plain_fanout.close(raise_errors=False)
         raise
-    cipher_fanout.close()
     plain_fanout.close()
     return DecryptResult(plain.size, plain.hexdigest(), cipher.size, cipher.hexdigest())
