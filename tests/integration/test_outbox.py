@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from exchange import outbox as outbox_module
 from exchange.clock import SystemClock
 from exchange.core.intake import IntakeRules
 from exchange.core.stability import StabilityTracker, Stable
@@ -35,6 +34,7 @@ from exchange.outbox import (
     SkipReason,
     Taken,
 )
+from exchange.outbox import _outbox as outbox_module
 
 pytestmark = pytest.mark.integration
 
@@ -507,7 +507,7 @@ class TestChanges:
         assert isinstance(taken, Taken)
         assert path.read_bytes() == taken.spool_path.read_bytes()
 
-    @pytest.mark.parametrize("how", ["append", "replace", "rewrite-in-place"])
+    @pytest.mark.parametrize("how", ["append", "replace", "rewrite-in-place", "truncate"])
     def test_file_changed_while_being_read_is_not_taken(
         self, box: Outbox, outbox_dir: Path, monkeypatch: pytest.MonkeyPatch, how: str
     ) -> None:
@@ -527,6 +527,8 @@ class TestChanges:
                 elif how == "replace":
                     (outbox_dir / ".new").write_bytes(GOOD)
                     (outbox_dir / ".new").rename(path)
+                elif how == "truncate":
+                    os.truncate(path, 10)
                 else:
                     with path.open("r+b") as file:
                         file.write(b"CASE")
@@ -623,3 +625,36 @@ def _in_child(work: Callable[[], object]) -> object:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 0
     return pickle.loads(data) if data else None  # noqa: S301 - our own child
+
+
+class TestReconcile:
+    def test_quarantined_entries_are_read_back_from_their_reason_files(
+        self, box: Outbox, outbox_dir: Path
+    ) -> None:
+        """After a crash past the move, quarantined() lists each entry with its reason; a
+        reason file left without its entry (a crash before the move) is not listed."""
+        first = _refused(box, outbox_dir, b"bad\xff.csv", GOOD, ReasonCode.NAME_UNSAFE)
+        second = _refused(box, outbox_dir, "empty.csv", b"", ReasonCode.EMPTY)
+        _drop(outbox_dir, "again.csv", b"")
+
+        def die(point: str) -> None:
+            if point == "quarantine.after_reason_file":
+                os._exit(0)
+
+        _in_child(lambda: box.take(b"again.csv", RULES, crash_point=die))
+        assert _entries(outbox_dir) == [b"again.csv"]
+        assert sorted([first, second], key=lambda q: q.path) == box.quarantined()
+
+    def test_poisoned_spool_copy_goes_to_quarantine(self, box: Outbox, outbox_dir: Path) -> None:
+        """A spool copy can be moved to quarantine with its hash; nothing is deleted."""
+        _drop(outbox_dir, "referrals.csv", GOOD)
+        taken = box.take(b"referrals.csv", RULES)
+        assert isinstance(taken, Taken)
+        result = box.quarantine_spool(taken.sha256, ReasonCode.POISONED, "failed 5 attempts")
+        assert isinstance(result, Quarantined)
+        assert (taken.sha256, len(GOOD)) == (result.sha256, result.size)
+        assert result.path.read_bytes() == GOOD
+        assert _entries(box.spool_dir) == []
+        assert Skipped(SkipReason.VANISHED) == box.quarantine_spool(
+            taken.sha256, ReasonCode.POISONED, "again"
+        )
