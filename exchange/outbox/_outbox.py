@@ -62,6 +62,14 @@ _AGREEMENT_ID: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 _log = structlog.get_logger()
 
 
+def _entry(name: bytes | str) -> bytes:
+    """A directory entry name: anything with a slash would reach into another folder."""
+    raw = os.fsencode(name)
+    if not raw or b"/" in raw or b"\0" in raw or raw in (b".", b".."):
+        raise InvariantError("outbox: a name from a listing is never empty, '.', '..' or has '/'")
+    return raw
+
+
 class Outbox:
     """One agreement's outbox, with its spool and quarantine folders, held open by descriptor.
 
@@ -128,7 +136,7 @@ class Outbox:
 
     def observe(self, name: bytes | str) -> Observation | None:
         """An ``lstat`` of the entry for the stability tracker; None if it is gone."""
-        info = lstat_at(self._fd, os.fsencode(name))
+        info = lstat_at(self._fd, _entry(name))
         return None if info is None else Observation.of(info)
 
     def spool_path(self, sha256: Sha256) -> Path:
@@ -168,7 +176,7 @@ class Outbox:
     ) -> Outcome:
         """Take one entry: a durable spool copy (:class:`Taken`, the original left in place for
         :meth:`remove_original`), quarantine (:class:`Quarantined`), or not now."""
-        raw = os.fsencode(name)
+        raw = _entry(name)
         if not is_candidate_name(raw):
             return Skipped(SkipReason.NOT_CANDIDATE)
         before = lstat_at(self._fd, raw)
@@ -388,7 +396,7 @@ class Outbox:
     ) -> Quarantined | Skipped | Retry:
         """Move an outbox entry to quarantine without opening it (e.g. after repeated
         ``Retry(PERMISSION)``). ``detail`` must hold no file name and no cell value."""
-        raw = os.fsencode(name)
+        raw = _entry(name)
         now = lstat_at(self._fd, raw)
         if now is None:
             return Skipped(SkipReason.VANISHED)

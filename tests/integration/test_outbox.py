@@ -21,6 +21,7 @@ from structlog.testing import capture_logs
 from exchange.clock import SystemClock
 from exchange.core.intake import IntakeRules
 from exchange.core.stability import StabilityTracker, Stable
+from exchange.errors import InvariantError
 from exchange.model import ReasonCode, Sha256
 from exchange.outbox import (
     CRASH_POINTS,
@@ -658,3 +659,12 @@ class TestReconcile:
         assert Skipped(SkipReason.VANISHED) == box.quarantine_spool(
             taken.sha256, ReasonCode.POISONED, "again"
         )
+
+
+@pytest.mark.parametrize("name", [b"sub/x.csv", b"../x.csv", b"", b".."])
+def test_a_name_that_is_not_one_entry_is_a_bug(box: Outbox, name: bytes) -> None:
+    """A caller passing a path rather than an entry name is stopped before any I/O."""
+    with pytest.raises(InvariantError):
+        box.take(name, RULES)
+    with pytest.raises(InvariantError):
+        box.quarantine(name, ReasonCode.PERMISSION, "x")
