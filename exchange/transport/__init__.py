@@ -35,11 +35,10 @@ import stat
 import struct
 import time
 from collections import deque
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, BinaryIO
 
 import paramiko
@@ -73,9 +72,9 @@ from exchange.transport.port import (
     classify_listed_name,
     copy_chunks,
     is_part_name,
-    part_name,
 )
 from exchange.transport.retry import Backoff, RetryingTransport
+from exchange.transport.upload import SessionUpload, put_many
 
 __all__ = [
     "AtomicUpload",
@@ -372,6 +371,7 @@ class SftpTransport:
         self._pins = parse_pins(settings.host_keys)
         self._key = _load_key(settings.key_path)
         self._conn: _Connection | None = None
+        self._session_cache: tuple[_Connection, _Session] | None = None
         self.connects = 0
 
     @property
@@ -532,18 +532,29 @@ class SftpTransport:
 
     # -- upload ----------------------------------------------------------------------------
 
-    def open_atomic(self, remote_final: str, *, expected_size: int | None = None) -> _SftpUpload:
+    def _session(self) -> _Session:
+        conn = self._connection()
+        if self._session_cache is None or self._session_cache[0] is not conn:
+            self._session_cache = (conn, _Session(self, conn))
+        return self._session_cache[1]
+
+    def open_atomic(self, remote_final: str, *, expected_size: int | None = None) -> SessionUpload:
         check_remote_path(remote_final)
-        return _SftpUpload(self, remote_final, expected_size)
+        return SessionUpload(self._session(), remote_final, expected_size)
 
     def put_atomic(
         self, src: BinaryIO, remote_final: str, *, expected_size: int | None = None
     ) -> PutResult:
         upload = self.open_atomic(remote_final, expected_size=expected_size)
         with upload as writer:
-            copy_chunks(src, writer, upload.chunk_size)
+            copy_chunks(src, writer, self._session().write_size)
         assert upload.result is not None
         return upload.result
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> list[PutResult]:
+        session = self._session()
+        with self._classified("upload", items[0][0] if items else ""):
+            return put_many(session, items)
 
     # -- read side -------------------------------------------------------------------------
 
@@ -727,104 +738,82 @@ def _kind_of(mode: int | None) -> EntryKind:
     return EntryKind.OTHER
 
 
-class _SftpWriter:
-    def __init__(self, owner: SftpTransport, file: Any, part: str) -> None:
+class _Session:
+    """:class:`~exchange.transport.upload.Session` over one paramiko SFTP connection."""
+
+    def __init__(self, owner: SftpTransport, conn: _Connection) -> None:
         self._owner = owner
-        self._file = file
-        self._part = part
-        self.bytes_written = 0
+        self._sftp = conn.sftp
+        self._conn = conn
+        self._responses = _Responses()
+        self.write_size = conn.info.write_size
+        self.fsync = owner.settings.fsync and _FSYNC in conn.info.extensions
 
-    def write(self, data: bytes | bytearray | memoryview, /) -> int:
-        with self._owner._classified("write", self._part):
-            self._file.write(bytes(data) if not isinstance(data, bytes) else data)
-        self.bytes_written += len(data)
-        return len(data)
+    def _send(self, kind: int, *args: Any) -> int:
+        return int(self._sftp._async_request(self._responses, kind, *args))
 
+    def send_open_excl(self, path: str) -> int:
+        flags = _SFTP.SFTP_FLAG_WRITE | _SFTP.SFTP_FLAG_CREATE | _SFTP.SFTP_FLAG_EXCL
+        return self._send(_SFTP.CMD_OPEN, _abs(path), flags, paramiko.SFTPAttributes())
 
-class _SftpUpload:
-    def __init__(self, owner: SftpTransport, final: str, expected_size: int | None) -> None:
-        self._owner = owner
-        self._final = final
-        self._part = part_name(final)
-        self._expected = expected_size
-        self._file: Any = None
-        self._writer: _SftpWriter | None = None
-        self.result: PutResult | None = None
-        self.chunk_size = _MAX_IO
+    def send_write(self, handle: bytes, offset: int, data: bytes | memoryview) -> int:
+        return self._send(_SFTP.CMD_WRITE, handle, _SFTP.int64(offset), data)
 
-    def __enter__(self) -> _SftpWriter:
-        conn = self._owner._connection()
-        sftp = conn.sftp
-        size = conn.info.write_size
-        self.chunk_size = size
-        with self._owner._classified("create", self._part):
-            try:
-                self._file = sftp.open(_abs(self._part), "wx", bufsize=size)
-            except OSError as error:
-                if error.errno in (errno.EACCES, errno.ENOENT) or not self._leftover(sftp):
-                    raise
-                # A leftover from an interrupted attempt (port rule 2): remove it, try once more.
-                sftp.remove(_abs(self._part))
-                self._file = sftp.open(_abs(self._part), "wx", bufsize=size)
-            # Requests as large as the server allows, sent without waiting for each status.
-            self._file.MAX_REQUEST_SIZE = size
-            self._file.set_pipelined(True)
-        self._writer = _SftpWriter(self._owner, self._file, self._part)
-        return self._writer
+    def send_fsync(self, handle: bytes) -> int:
+        return self._send(_SFTP.CMD_EXTENDED, _FSYNC, handle)
 
-    def _leftover(self, sftp: Any) -> bool:
+    def send_close(self, handle: bytes) -> int:
+        return self._send(_SFTP.CMD_CLOSE, handle)
+
+    def send_rename(self, old: str, new: str) -> int:
+        return self._send(_SFTP.CMD_EXTENDED, _POSIX_RENAME, _abs(old), _abs(new))
+
+    def send_remove(self, path: str) -> int:
+        return self._send(_SFTP.CMD_REMOVE, _abs(path))
+
+    def _wait(self, number: int) -> tuple[int, Any]:
+        table = self._responses.by_number
+        while number not in table:
+            self._sftp._read_response()
+        return table.pop(number)
+
+    def wait_status(self, number: int) -> None:
+        kind, msg = self._wait(number)
+        if kind != _SFTP.CMD_STATUS:
+            raise paramiko.SSHException(f"expected an sftp status, got packet type {kind}")
+        self._sftp._convert_status(msg)
+
+    def wait_handle(self, number: int) -> bytes:
+        kind, msg = self._wait(number)
+        if kind == _SFTP.CMD_STATUS:
+            self._sftp._convert_status(msg)
+        if kind != _SFTP.CMD_HANDLE:
+            raise paramiko.SSHException(f"expected an sftp handle, got packet type {kind}")
+        return bytes(msg.get_binary())
+
+    def kind_of(self, path: str) -> EntryKind | None:
         try:
-            attrs = sftp.lstat(_abs(self._part))
-        except OSError:
-            return False
-        if _kind_of(attrs.st_mode) is not EntryKind.REGULAR:
-            raise RemoteRefusedEntry(f"{self._part}: exists and is not a regular file; refused")
-        return True
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        assert self._writer is not None
-        if exc is not None:
-            self._abandon()
-            return
-        try:
-            self._commit(self._writer.bytes_written)
-        except BaseException:
-            self._abandon()
+            return _kind_of(self._sftp.lstat(_abs(path)).st_mode)
+        except OSError as error:
+            if error.errno == errno.ENOENT:
+                return None
             raise
-        self.result = PutResult(self._final, self._writer.bytes_written)
 
-    def _commit(self, written: int) -> None:
-        owner = self._owner
-        if self._expected is not None and written != self._expected:
-            raise SizeMismatchError.local(self._final, self._expected, written)
-        conn = owner._connection()
-        with owner._classified("write", self._part):
-            self._file.flush()
-            # fstat waits behind the pipelined WRITEs; a failed WRITE is raised by the check.
-            stored = int(self._file.stat().st_size)
-            self._file._check_exception()
-            if owner.settings.fsync and _FSYNC in conn.info.extensions:
-                conn.sftp._request(_SFTP.CMD_EXTENDED, _FSYNC, self._file.handle)
-            self._file.close()
-        if stored != written:
-            raise SizeMismatchError.remote(self._final, written, stored)
-        with owner._classified("rename", self._final):
-            conn.sftp.posix_rename(_abs(self._part), _abs(self._final))
+    def discard(self, handle: bytes | None, path: str) -> None:
+        if not self._conn.alive():
+            return  # the next attempt for this final name removes the leftover
+        with suppress(OSError, EOFError, paramiko.SSHException):
+            numbers = [self.send_close(handle)] if handle is not None else []
+            numbers.append(self.send_remove(path))
+            for number in numbers:
+                with suppress(OSError):
+                    self.wait_status(number)
 
-    def _abandon(self) -> None:
-        conn = self._owner._conn
-        if conn is None or not conn.alive():
-            # The next attempt removes the leftover. Mark the handle closed so paramiko's
-            # __del__ does not try to close it over the dead connection.
-            if self._file is not None:
-                self._file._closed = True
-            return
-        with suppress(Exception):
-            self._file.close()
-        with suppress(Exception):
-            conn.sftp.remove(_abs(self._part))
+    def guard(self, action: str, path: str) -> AbstractContextManager[None]:
+        return self._owner._classified(action, path)
+
+    def classify(self, error: Exception, action: str, path: str) -> TransportError:
+        translated = self._owner._classify(error, action, path)
+        if translated.transient:
+            self._owner.close()
+        return translated

@@ -15,6 +15,8 @@ Rules:
 from __future__ import annotations
 
 import builtins
+import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import BinaryIO
@@ -172,6 +174,20 @@ class MemoryTransport:
             copy_chunks(src, writer, _CHUNK)
         assert upload.result is not None
         return upload.result
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[PutResult]:
+        for final, _data in items:
+            check_remote_path(final)
+        results: builtins.list[PutResult] = []
+        errors: builtins.list[PermanentTransportError] = []
+        for final, data in items:
+            try:
+                results.append(self.put_atomic(io.BytesIO(data), final, expected_size=len(data)))
+            except PermanentTransportError as error:
+                errors.append(error)
+        if errors:
+            raise errors[0]
+        return results
 
     def _begin_upload(self, final: str, part: str) -> None:
         self._ensure()

@@ -25,10 +25,11 @@ Rules:
 
 from __future__ import annotations
 
+import builtins
 import enum
 import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO, Protocol
@@ -204,6 +205,16 @@ class Transport(Protocol):
         self, src: BinaryIO, remote_final: str, *, expected_size: int | None = None
     ) -> PutResult:
         """Copy ``src`` to ``remote_final`` atomically (read in chunks, flat memory)."""
+        ...
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[PutResult]:
+        """Upload small files, each atomically, pipelined across files.
+
+        Every item follows the same recipe as :meth:`open_atomic`. Items are independent: if
+        some fail permanently the others still complete, and the first failure is raised
+        afterwards; a transient failure is raised at once. Re-running the whole batch is
+        always safe (deterministic names), so retry it as a unit.
+        """
         ...
 
     def list(

@@ -16,9 +16,10 @@ Rules:
 
 from __future__ import annotations
 
+import builtins
 import random as _random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, TypeVar
 
@@ -108,6 +109,9 @@ class RetryingTransport:
             lambda t: t.put_atomic(src, remote_final, expected_size=expected_size),
             reset=lambda: src.seek(start),
         )
+
+    def put_many(self, items: Sequence[tuple[str, bytes]]) -> builtins.list[PutResult]:
+        return self.call(lambda t: t.put_many(items))
 
     def list(
         self,

@@ -272,3 +272,38 @@ class TransportContract:
 
         assert len(transport.list(FOLDER).entries) == 1
         assert remote.files() == {NAME: b"one"}
+
+    def test_put_many_uploads_every_file_atomically(
+        self, transport: Transport, remote: RemoteView
+    ) -> None:
+        """A batch larger than one pipeline window lands complete, with no temporaries."""
+        items = [(f"{FOLDER}/{i:032x}.age", bytes([i % 256]) * (i * 97)) for i in range(70)]
+
+        results = transport.put_many(items)
+
+        assert [(r.remote_path, r.size) for r in results] == [(p, len(d)) for p, d in items]
+        assert remote.files() == {p.rpartition("/")[2]: d for p, d in items}
+
+    def test_put_many_replaces_leftovers_and_reports_failures(
+        self, transport: Transport, remote: RemoteView
+    ) -> None:
+        """A leftover temporary does not stop its file; a file that cannot be written is
+        reported after the others completed."""
+        good = [(f"{FOLDER}/{i:032x}.age", b"data %d" % i) for i in range(3)]
+        remote.plant(part_name(good[1][0]).rpartition("/")[2], b"leftover")
+        remote.plant_dir(f"{5:032x}.age")
+        bad = (f"{FOLDER}/{5:032x}.age", b"cannot replace a folder")
+
+        with pytest.raises(PermanentTransportError):
+            transport.put_many([*good, bad])
+
+        assert remote.files() == {p.rpartition("/")[2]: d for p, d in good}
+
+    def test_put_many_checks_every_path_first(
+        self, transport: Transport, remote: RemoteView
+    ) -> None:
+        """One unsafe path refuses the whole batch before anything is sent."""
+        with pytest.raises(RemotePathError):
+            transport.put_many([(FINAL, b"x"), ("../escape.age", b"y")])
+
+        assert remote.files() == {}
