@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from exchange import agefmt
+from exchange.cli import main
 from exchange.errors import EXIT_CODES
+from tests.unit.agefmt.test_codec import IDENTITY as TAMPER_IDENTITY
+from tests.unit.agefmt.test_codec import TAMPERED
 
 pytestmark = pytest.mark.integration
 
@@ -207,3 +210,22 @@ def test_help_lists_both_commands() -> None:
     result = run("--help")
     assert result.returncode == 0
     assert b"encrypt" in result.stdout and b"decrypt" in result.stdout
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_any_tampering_leaves_nothing_under_the_output_name(
+    tmp_path: Path, case: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Header, MAC, chunk, truncation and appended-byte damage: exit 5, no OUT, no temp."""
+    data, _ = TAMPERED[case]
+    key = tmp_path / "key.txt"
+    key.write_text(TAMPER_IDENTITY.to_string() + "\n")
+    key.chmod(0o600)
+    damaged = tmp_path / "in.age"
+    damaged.write_bytes(data)
+    out_dir = tmp_path / "inbox"
+    out_dir.mkdir()
+    code = main(["decrypt", "-i", str(key), "-o", str(out_dir / "referrals.csv"), str(damaged)])
+    assert code == EXIT_CODES["format"]
+    assert list(out_dir.iterdir()) == []
+    assert f"exchange: error: {damaged}: " in capsys.readouterr().err
