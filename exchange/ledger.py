@@ -283,16 +283,27 @@ class Ledger:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """All writes inside commit together or not at all. Nests: an inner block joins the
-        outer transaction. ``BEGIN IMMEDIATE`` takes the write lock up front, so a busy ledger
-        fails here, after ``busy_timeout``, rather than half-way through."""
+        """All writes inside commit together or not at all. ``BEGIN IMMEDIATE`` takes the write
+        lock up front, so a busy ledger fails here, after ``busy_timeout``, rather than half-way
+        through. Nested blocks are savepoints: an inner block that raises is undone even if the
+        outer block catches the exception and goes on to commit."""
         with self._lock:
             if self._depth:
+                savepoint = f"nested_{self._depth}"
+                with self._translating():
+                    self._db.execute(f"SAVEPOINT {savepoint}")
                 self._depth += 1
                 try:
                     yield
+                except BaseException:
+                    with self._translating():
+                        self._db.execute(f"ROLLBACK TO {savepoint}")
+                        self._db.execute(f"RELEASE {savepoint}")
+                    raise
                 finally:
                     self._depth -= 1
+                with self._translating():
+                    self._db.execute(f"RELEASE {savepoint}")
                 return
             with self._translating():
                 self._db.execute("BEGIN IMMEDIATE")

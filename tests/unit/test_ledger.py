@@ -231,6 +231,22 @@ def test_failed_transaction_rolls_back_earlier_steps(ledger: Ledger) -> None:
     assert [event.event for event in ledger.events(ids[0])] == ["Created"]
 
 
+def test_a_caught_inner_failure_is_undone_before_the_outer_commit(ledger: Ledger) -> None:
+    """An inner block that raises is rolled back to its savepoint even if the caller carries on."""
+    _, ids = take(ledger, recipients=(POLICE,))
+    with ledger.transaction():
+        try:
+            with ledger.transaction():
+                ledger.begin_upload(ids[0], "x.age", T0)
+                raise RuntimeError("worker failed")
+        except RuntimeError:
+            pass
+        ledger.apply(ids[0], lc.Cancelled("agreement expired"), T0)
+    current = ledger.get_delivery(ids[0])
+    assert (current.state, current.attempts, current.sequence) == (DeliveryState.CANCELLED, 0, None)
+    assert [event.event for event in ledger.events(ids[0])] == ["Created", "Cancelled"]
+
+
 def test_intent_is_recorded_before_acting(ledger: Ledger) -> None:
     """begin_upload records the remote name, counts the attempt and draws a sequence number."""
     _, ids = take(ledger)
