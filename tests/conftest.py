@@ -56,3 +56,13 @@ def fixture_hub_factory(tmp_path: Path) -> Iterator[HubFactory]:
             return stack.enter_context(hub)
 
         yield make
+
+
+@pytest.fixture(name="new_workspace")
+def fixture_new_workspace(tmp_path: Path) -> Path:
+    """A fresh workspace made by the real ``exchange init`` (no keys yet): returns its folder."""
+    from exchange.cli import main
+
+    folder = tmp_path / "workspace"
+    assert 0 == main(["init", str(folder)])
+    return folder
