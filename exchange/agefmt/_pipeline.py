@@ -85,10 +85,14 @@ class Fanout:
 
     def close(self, *, raise_errors: bool = True) -> None:
         """Wait until every block is consumed; raise the consumer error, if any."""
-        if self._closed:
-            return
-        self._closed = True
-        if self._worker is not None:
-            self._worker.join()
-            if raise_errors and self._worker.error is not None:
-                raise self._worker.error
+        if not self._closed:
+            self._closed = True
+            if self._worker is not None:
+                self._worker.join()
+        if raise_errors:
+            self.raise_error()
+
+    def raise_error(self) -> None:
+        """Raise the consumer's error, if it had one (after :meth:`close`)."""
+        if self._worker is not None and self._worker.error is not None:
+            raise self._worker.error

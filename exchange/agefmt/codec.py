@@ -125,8 +125,8 @@ class _Target:
         else:
             self.fanout = Fanout([self.digest, dst.write])
 
-    def finish(self) -> None:
-        self.fanout.close()
+    def finish_armor(self) -> None:
+        """Write the armor's last line and END line, once every block is consumed."""
         if self.armor is not None:
             self.armor.close()
 
@@ -159,12 +159,14 @@ def encrypt_fanout(
             if final or any(f.failed() for f in fanouts):
                 break
             pending = following
-    except BaseException:
+    finally:
+        # Every worker is stopped before anything is raised, so none is left waiting.
         for fanout in fanouts:
             fanout.close(raise_errors=False)
-        raise
+    for fanout in fanouts:
+        fanout.raise_error()
     for target in outputs:
-        target.finish()
+        target.finish_armor()
     return tuple(
         EncryptResult(plain.size, plain.hexdigest(), t.digest.size, t.digest.hexdigest())
         for t in outputs

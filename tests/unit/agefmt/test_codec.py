@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -283,3 +284,13 @@ def test_released_plaintext_before_a_damaged_chunk_is_only_verified_chunks() -> 
     with pytest.raises(PayloadError, match="chunk 2"):
         agefmt.decrypt(io.BytesIO(_flip(SEALED, PAYLOAD + 2 * ENC_CHUNK + 1)), out, [IDENTITY])
     assert out.getvalue() == PLAIN[: 2 * CHUNK]
+
+
+@pytest.mark.usefixtures("small_batches")
+def test_fanout_write_error_stops_every_worker() -> None:
+    """One failing output raises its error and leaves no worker thread behind."""
+    before = threading.active_count()
+    outs = [io.BytesIO(), FailingWriter(2 * CHUNK), io.BytesIO()]
+    with pytest.raises(OSError, match="No space"):
+        agefmt.encrypt_fanout(io.BytesIO(os.urandom(8 * CHUNK)), [([RECIPIENT], o) for o in outs])
+    assert threading.active_count() == before
