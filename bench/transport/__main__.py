@@ -51,6 +51,7 @@ def machine() -> dict[str, str]:
         "paramiko": paramiko.__version__,
         "cryptography": cryptography.__version__,
         "openssh": ssh,
+        "load": " ".join(Path("/proc/loadavg").read_text().split()[:3]),
     }
 
 
@@ -107,7 +108,9 @@ def sha256(path: Path) -> str:
 def big_file_cases(b: Bench, big: Path, repeat: int) -> dict[str, list[float]]:
     size = big.stat().st_size
     dl = b.work / "download.bin"
-    runs: dict[str, list[float]] = {k: [] for k in ("up_ours", "up_ours_nofsync", "up_stock")}
+    runs: dict[str, list[float]] = {
+        k: [] for k in ("up_ours", "up_ours_nofsync", "up_stock", "up_stock_fsync")
+    }
     runs |= {"down_ours": [], "down_stock": []}
     for _ in range(repeat):
         b.clear_inbox()
@@ -119,6 +122,9 @@ def big_file_cases(b: Bench, big: Path, repeat: int) -> dict[str, list[float]]:
         runs["up_ours"].append(size / timed(lambda: up(True)) / MB)
         runs["up_ours_nofsync"].append(size / timed(lambda: up(False)) / MB)
         runs["up_stock"].append(size / b.stock(f"put {big} /southend-uhft/inbox/stock.bin\n") / MB)
+        runs["up_stock_fsync"].append(
+            size / b.stock(f"put -f {big} /southend-uhft/inbox/stock.bin\n") / MB
+        )
         b.hub.normalise()
 
         def down() -> None:
@@ -146,21 +152,37 @@ def small_file_cases(b: Bench, count: int, repeat: int) -> dict[str, list[float]
     out_dir = b.work / "small-out"
     runs: dict[str, list[float]] = {
         "up_ours": [],
+        "up_ours_sequential": [],
+        "up_ours_nofsync": [],
         "up_stock": [],
+        "up_stock_fsync": [],
         "down_ours": [],
         "down_stock": [],
     }
     for _ in range(repeat):
         b.clear_inbox()
 
-        def up() -> None:
+        def up_sequential() -> None:
             with b.client() as t:
                 for i, data in enumerate(payloads):
                     t.put_atomic(io.BytesIO(data), f"southend-uhft/inbox/o{i:04}.age")
 
+        def up(fsync: bool = True) -> None:
+            with b.client(fsync=fsync) as t:
+                t.put_many(
+                    [(f"southend-uhft/inbox/o{i:04}.age", data) for i, data in enumerate(payloads)]
+                )
+
+        runs["up_ours_sequential"].append(count / timed(up_sequential))
+        b.clear_inbox()
+        runs["up_ours_nofsync"].append(count / timed(lambda: up(False)))
+        b.clear_inbox()
         runs["up_ours"].append(count / timed(up))
         (b.inbox / "stock").mkdir()
         shutil.chown(b.inbox / "stock", "essex-cc")
+        runs["up_stock_fsync"].append(
+            count / b.stock(f"put -f {src_dir}/* /southend-uhft/inbox/stock/\n")
+        )
         runs["up_stock"].append(count / b.stock(f"put {src_dir}/* /southend-uhft/inbox/stock/\n"))
         b.hub.normalise()
 
@@ -216,13 +238,21 @@ def render(
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, "
         f"Python {info['python']}, paramiko {info['paramiko']}, cryptography "
-        f"{info['cryptography']}, {info['openssh']}.",
+        f"{info['cryptography']}, {info['openssh']}; load average at start {info['load']} "
+        "(the machine is shared with other work, so runs vary).",
         "",
         "| case | ours | stock sftp | ratio | target |",
         "| --- | --- | --- | --- | --- |",
         row("upload 1 file, MB/s", big["up_ours"], big["up_stock"], "MB/s", ">= 1.0x"),
         row(
-            "upload 1 file, no fsync, MB/s",
+            "upload 1 file, both fsync (stock `put -f`), MB/s",
+            big["up_ours"],
+            big["up_stock_fsync"],
+            "MB/s",
+            "(like for like)",
+        ),
+        row(
+            "upload 1 file, neither fsyncs, MB/s",
             big["up_ours_nofsync"],
             big["up_stock"],
             "MB/s",
@@ -230,10 +260,35 @@ def render(
         ),
         row("download 1 file, MB/s", big["down_ours"], big["down_stock"], "MB/s", ">= 0.5x"),
         row(
-            "upload small files, files/s", small["up_ours"], small["up_stock"], "files/s", ">= 1.0x"
+            "upload small files (`put_many`), files/s",
+            small["up_ours"],
+            small["up_stock"],
+            "files/s",
+            ">= 1.0x",
         ),
         row(
-            "download small files, files/s",
+            "upload small files, both fsync (stock `put -f`), files/s",
+            small["up_ours"],
+            small["up_stock_fsync"],
+            "files/s",
+            "(like for like)",
+        ),
+        row(
+            "upload small files, neither fsyncs, files/s",
+            small["up_ours_nofsync"],
+            small["up_stock"],
+            "files/s",
+            "(like for like)",
+        ),
+        row(
+            "upload small files, one `put_atomic` each, files/s",
+            small["up_ours_sequential"],
+            small["up_stock"],
+            "files/s",
+            "(for comparison)",
+        ),
+        row(
+            "download small files, one `get` each, files/s",
             small["down_ours"],
             small["down_stock"],
             "files/s",
@@ -259,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.transport", description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--files", type=int, default=1000)
-    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--repeat", type=int, default=2, help="runs of the 1 GiB cases")
+    parser.add_argument("--repeat-small", type=int, default=3, help="runs of the small cases")
     parser.add_argument("--write", action="store_true", help="update bench/RESULTS.md")
     args = parser.parse_args(argv)
     started = time.perf_counter()
@@ -275,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         with running_hub(client_dir) as hub:
             bench = Bench(hub, work)
             big_runs = big_file_cases(bench, big, args.repeat)
-            small_runs = small_file_cases(bench, args.files, args.repeat)
+            small_runs = small_file_cases(bench, args.files, args.repeat_small)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.perf_counter() - started
