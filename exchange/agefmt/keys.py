@@ -69,6 +69,12 @@ def generate_hybrid_identity() -> hybrid.HybridIdentity:
 def parse_recipient(text: str) -> Recipient:
     """Parse an ``age1…`` or ``age1pq1…`` recipient."""
     text = text.strip()
+    if text.upper().startswith("AGE-SECRET-KEY-"):
+        # Never echo it: it is a private key given where a public one belongs.
+        raise KeyEncodingError(
+            "a secret key (AGE-SECRET-KEY-…) was given where a recipient belongs",
+            hint="pass the public key printed by 'age-keygen -y', and keep the secret key private",
+        )
     shown = text if len(text) <= 40 else text[:37] + "..."
     try:
         hrp, data = bech32.decode(text)
@@ -95,6 +101,11 @@ def parse_recipient(text: str) -> Recipient:
 
 def parse_identity(text: str) -> Identity:
     """Parse an ``AGE-SECRET-KEY-1…`` or ``AGE-SECRET-KEY-PQ-1…`` identity."""
+    if text.strip().lower().startswith("age1"):
+        raise KeyEncodingError(
+            "this is a recipient (public key), not an identity",
+            hint=_IDENTITY_HINT + "; recipients go to 'encrypt -r'",
+        )
     try:
         hrp, data = bech32.decode(text.strip())
     except bech32.Bech32Error as error:

@@ -205,3 +205,16 @@ def test_bech32_any_single_character_change_is_detected(data: bytes, flip: int) 
     replacement = alphabet[(alphabet.index(text[position]) + 1) % 32]
     with pytest.raises(bech32.Bech32Error):
         bech32.decode(text[:position] + replacement + text[position + 1 :])
+
+
+def test_secret_key_given_as_recipient_is_refused_without_echo() -> None:
+    """A secret key passed where a recipient belongs is refused and never quoted."""
+    with pytest.raises(KeyFileError, match="secret key") as caught:
+        agefmt.parse_recipient(SPEC_X25519_IDENTITY)
+    assert SPEC_X25519_IDENTITY[15:30] not in caught.value.message
+
+
+def test_recipient_given_as_identity_says_so() -> None:
+    """A public key in an identity file is reported as a recipient, with the right hint."""
+    with pytest.raises(KeyFileError, match="recipient \\(public key\\), not an identity"):
+        agefmt.parse_identity(SPEC_X25519_RECIPIENT)
