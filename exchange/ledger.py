@@ -77,6 +77,7 @@ from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 
 # The records are part of this module's interface: callers import them from here.
 __all__ = [
+    "LEDGER_FILENAME",
     "MIGRATIONS",
     "Dataset",
     "Delivery",
@@ -91,6 +92,9 @@ __all__ = [
     "Version",
 ]
 
+
+#: The ledger's file name inside the workspace's ``state/`` directory.
+LEDGER_FILENAME = "ledger.sqlite3"
 
 _CHAIN_START = "0" * 64
 

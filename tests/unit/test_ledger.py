@@ -15,7 +15,7 @@ import pytest
 from exchange.core import delivery as lc
 from exchange.core.delivery import DeliveryState
 from exchange.errors import InvariantError, LedgerBusy, LedgerCorrupt, LedgerError, RefusedError
-from exchange.ledger import MIGRATIONS, DuplicateContent, Ledger, Version
+from exchange.ledger import LEDGER_FILENAME, MIGRATIONS, DuplicateContent, Ledger, Version
 from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -34,7 +34,7 @@ def new_dataset() -> DatasetId:
 
 @pytest.fixture(name="path")
 def fixture_path(tmp_path: Path) -> Path:
-    return tmp_path / "state" / "ledger.sqlite3"
+    return tmp_path / "state" / LEDGER_FILENAME
 
 
 @pytest.fixture(name="ledger")
