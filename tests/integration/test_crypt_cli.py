@@ -229,3 +229,25 @@ def test_any_tampering_leaves_nothing_under_the_output_name(
     assert code == EXIT_CODES["format"]
     assert list(out_dir.iterdir()) == []
     assert f"exchange: error: {damaged}: " in capsys.readouterr().err
+
+
+def test_encrypt_refuses_binary_to_a_terminal(tmp_path: Path, recipient: str) -> None:
+    """Binary ciphertext is not written to a terminal (exit 2, hint -a or -o); armor is."""
+    plain_file = tmp_path / "small.txt"
+    plain_file.write_bytes(b"Essex County Council")  # small: nobody reads the terminal
+    controller, terminal = os.openpty()
+    try:
+        base = [sys.executable, "-m", "exchange", "encrypt", "-r", recipient]
+        binary = subprocess.run(
+            [*base, str(plain_file)], stdout=terminal, stderr=subprocess.PIPE, timeout=60
+        )
+        armored = subprocess.run(
+            [*base, "-a", str(plain_file)], stdout=terminal, stderr=subprocess.PIPE, timeout=60
+        )
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert binary.returncode == EXIT_CODES["usage"]
+    assert b"refusing to write binary ciphertext to a terminal" in binary.stderr
+    assert b"hint: use -a" in binary.stderr
+    assert armored.returncode == 0
