@@ -51,7 +51,7 @@ def candidate(
 
 
 def check_csv(data: bytes, chunk_size: int, rules: IntakeRules = RULES) -> Decision:
-    checker = CsvChecker(rules)
+    checker = CsvChecker(rules.allowed_fields, allow_empty=rules.allow_empty)
     for start in range(0, len(data), chunk_size):
         refused = checker.feed(data[start : start + chunk_size])
         if refused is not None:
@@ -424,7 +424,7 @@ def test_line_breaks_inside_quoted_cells_are_data(chunk_size: int) -> None:
 
 def test_refusal_is_sticky() -> None:
     """After a refusal, further chunks change nothing and finish repeats it."""
-    checker = CsvChecker(RULES)
+    checker = CsvChecker(FIELDS, allow_empty=False)
     first = checker.feed(b"\xff\xfe" + HEADER + b"\n")
     assert first is not None
     assert first == checker.feed(ROW + b"\n")
