@@ -53,6 +53,7 @@ from exchange.ledger_records import (
     DELIVERY_SELECT,
     INCIDENT_SELECT,
     QUARANTINE_SELECT,
+    RECEIVED_SELECT,
     VERSION_SELECT,
     Dataset,
     Delivery,
@@ -61,6 +62,7 @@ from exchange.ledger_records import (
     Incident,
     LedgerFull,
     QuarantineRecord,
+    Received,
     Run,
     StatusRow,
     Version,
@@ -69,6 +71,7 @@ from exchange.ledger_records import (
     from_text,
     incident_from_row,
     quarantine_from_row,
+    received_from_row,
     to_text,
     version_from_row,
 )
@@ -87,6 +90,7 @@ __all__ = [
     "Ledger",
     "LedgerFull",
     "QuarantineRecord",
+    "Received",
     "Run",
     "StatusRow",
     "Version",
@@ -946,6 +950,62 @@ class Ledger:
         else:
             rows = self._all(QUARANTINE_SELECT + " WHERE agreement = ? ORDER BY id", (agreement,))
         return [quarantine_from_row(row) for row in rows]
+
+    # -- the receiving side (exchange pull, inbound datasets) ----------------------------------
+
+    def record_received(self, record: Received) -> tuple[Received, bool]:
+        """Record a processed manifest once; returns the stored row and whether it was new.
+        Keyed by manifest hash, so a re-read after a crash, or the same manifest under a
+        second valid signature, is recognised as a duplicate (FORMAT.md §5.1 step 9)."""
+        with self.transaction():
+            cursor = self._write(
+                "INSERT INTO received (manifest_hash, sender, delivery, agreement, dataset, "
+                "dataset_version, sequence, supersedes, status, reason, path, plaintext_sha256, "
+                "size, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (manifest_hash) DO NOTHING",
+                (
+                    record.manifest_hash,
+                    record.sender,
+                    record.delivery,
+                    record.agreement,
+                    record.dataset.value,
+                    record.dataset_version,
+                    record.sequence,
+                    record.supersedes,
+                    record.status,
+                    record.reason,
+                    record.path,
+                    record.plaintext_sha256,
+                    record.size,
+                    to_text(record.at),
+                ),
+            )
+            stored = self.received_by_hash(record.manifest_hash)
+            if stored is None:
+                raise InvariantError(f"ledger: received {record.manifest_hash} not stored")
+            return stored, cursor.rowcount == 1
+
+    def received_by_hash(self, manifest_hash: str) -> Received | None:
+        row = self._one(RECEIVED_SELECT + " WHERE manifest_hash = ?", (manifest_hash,))
+        return None if row is None else received_from_row(row)
+
+    def received(self, sender: str | None = None) -> list[Received]:
+        """Manifests processed as a recipient, oldest first."""
+        if sender is None:
+            rows = self._all(RECEIVED_SELECT + " ORDER BY at, manifest_hash")
+        else:
+            rows = self._all(
+                RECEIVED_SELECT + " WHERE sender = ? ORDER BY at, manifest_hash", (sender,)
+            )
+        return [received_from_row(row) for row in rows]
+
+    def last_received_sequence(self, sender: str) -> int | None:
+        """The highest sequence accepted from ``sender`` (rejections do not count), or None."""
+        row = self._one(
+            "SELECT MAX(sequence) FROM received WHERE sender = ? AND status != 'rejected'",
+            (sender,),
+        )
+        return None if row is None or row[0] is None else int(row[0])
 
     # -- scheduled runs ------------------------------------------------------------------------
 

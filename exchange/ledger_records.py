@@ -25,6 +25,7 @@ __all__ = [
     "DELIVERY_SELECT",
     "INCIDENT_SELECT",
     "QUARANTINE_SELECT",
+    "RECEIVED_SELECT",
     "VERSION_SELECT",
     "Dataset",
     "Delivery",
@@ -33,6 +34,7 @@ __all__ = [
     "Incident",
     "LedgerFull",
     "QuarantineRecord",
+    "Received",
     "Run",
     "StatusRow",
     "Version",
@@ -41,6 +43,7 @@ __all__ = [
     "from_text",
     "incident_from_row",
     "quarantine_from_row",
+    "received_from_row",
     "to_text",
     "version_from_row",
 ]
@@ -156,6 +159,26 @@ class QuarantineRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Received:
+    """One manifest this organisation processed as a recipient (exchange pull, inbound)."""
+
+    manifest_hash: str
+    sender: str
+    delivery: str
+    agreement: str
+    dataset: DatasetId
+    dataset_version: int
+    sequence: int
+    supersedes: int | None  # the version a correction replaces (protocol §8)
+    status: str  # accepted | replaced | rejected, as in the receipt we sent
+    reason: str | None  # the FORMAT.md §7 code when rejected
+    path: str | None  # where the dataset was filed; None when rejected
+    plaintext_sha256: str | None
+    size: int | None
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class Run:
     agreement: str
     due_at: datetime
@@ -204,6 +227,13 @@ INCIDENT_SELECT = """
     SELECT id, opened_at, reason, agreement, partner, context, dedupe_key, occurrences,
            last_seen_at, closed_at, close_note
     FROM incidents
+"""
+
+
+RECEIVED_SELECT = """
+    SELECT manifest_hash, sender, delivery, agreement, dataset, dataset_version, sequence,
+           supersedes, status, reason, path, plaintext_sha256, size, at
+    FROM received
 """
 
 
@@ -283,4 +313,23 @@ def quarantine_from_row(row: Sequence[Any]) -> QuarantineRecord:
         size=row[7],
         incident=row[8],
         at=from_text(row[9]),
+    )
+
+
+def received_from_row(row: Sequence[Any]) -> Received:
+    return Received(
+        manifest_hash=row[0],
+        sender=row[1],
+        delivery=row[2],
+        agreement=row[3],
+        dataset=DatasetId(row[4]),
+        dataset_version=row[5],
+        sequence=row[6],
+        supersedes=row[7],
+        status=row[8],
+        reason=row[9],
+        path=row[10],
+        plaintext_sha256=row[11],
+        size=row[12],
+        at=from_text(row[13]),
     )

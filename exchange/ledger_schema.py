@@ -147,4 +147,31 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER quarantine_no_delete BEFORE DELETE ON quarantine
         BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
     """,
+    # 2: the receiving side (exchange pull, inbound datasets): one row per manifest processed
+    """
+    CREATE TABLE received (
+        manifest_hash TEXT PRIMARY KEY CHECK (length(manifest_hash) = 64),
+        sender TEXT NOT NULL,
+        delivery TEXT NOT NULL,
+        agreement TEXT NOT NULL,
+        dataset TEXT NOT NULL,
+        dataset_version INTEGER NOT NULL CHECK (dataset_version >= 1),
+        sequence INTEGER NOT NULL CHECK (sequence >= 1),
+        supersedes INTEGER,
+        status TEXT NOT NULL CHECK (status IN ('accepted', 'replaced', 'rejected')),
+        reason TEXT,
+        path TEXT,
+        plaintext_sha256 TEXT,
+        size INTEGER,
+        at TEXT NOT NULL,
+        CHECK ((status = 'rejected') = (reason IS NOT NULL)),
+        CHECK ((status = 'rejected') = (path IS NULL))
+    );
+    CREATE INDEX received_sender ON received (sender, status, sequence);
+    CREATE INDEX received_dataset ON received (sender, dataset, dataset_version);
+    CREATE TRIGGER received_no_update BEFORE UPDATE ON received
+        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
+    CREATE TRIGGER received_no_delete BEFORE DELETE ON received
+        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
+    """,
 )
