@@ -70,7 +70,6 @@ from exchange.transport.port import (
     UnsupportedServerError,
     check_remote_path,
     classify_listed_name,
-    copy_chunks,
     is_part_name,
 )
 from exchange.transport.retry import Backoff, RetryingTransport
@@ -104,6 +103,9 @@ _KIB = 1024
 _MAX_IO = 255 * _KIB
 #: SFTP v3 without limits@openssh.com: 32 KiB is what every server must accept.
 _SAFE_IO = 32 * _KIB
+#: Bytes of the first SSH packet of a WRITE: below OpenSSH's 32 KiB channel packet, less
+#: paramiko's 64-byte allowance for the packet's own header.
+_FIRST_SLICE = 32 * _KIB - 64
 _POSIX_RENAME = "posix-rename@openssh.com"
 _FSYNC = "fsync@openssh.com"
 _LIMITS = "limits@openssh.com"
@@ -179,7 +181,7 @@ class _SFTPClient(paramiko.SFTPClient):  # type: ignore[misc]
 
     extensions: dict[str, bytes]
 
-    def _write_all(self, out: bytes) -> None:
+    def _write_all(self, out: bytes | memoryview) -> None:
         # paramiko re-slices the remaining bytes after every partial channel send, copying a
         # 255 KiB request about four times over; a memoryview slices for free.
         view = memoryview(out)
@@ -449,6 +451,21 @@ class SftpTransport:
                 f"is not pinned (pinned: {pinned}); connection refused"
             )
 
+    def negotiated(self) -> dict[str, str]:
+        """What the current connection negotiated (for ``status`` and logs); empty if none."""
+        conn = self._conn
+        if conn is None:
+            return {}
+        t = conn.transport
+        return {
+            "cipher": str(t.remote_cipher),
+            "mac": str(t.remote_mac),
+            "kex": str(t.kex_engine.__class__.__name__),
+            "host_key_type": str(t.host_key_type),
+            "strict_kex": "yes" if t.agreed_on_strict_kex else "no",
+            "server": str(t.remote_version),
+        }
+
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
@@ -546,8 +563,17 @@ class SftpTransport:
         self, src: BinaryIO, remote_final: str, *, expected_size: int | None = None
     ) -> PutResult:
         upload = self.open_atomic(remote_final, expected_size=expected_size)
+        # One reusable buffer: every chunk is on its way to the channel before the next read.
+        buffer = bytearray(self._session().write_size)
+        view = memoryview(buffer)
+        readinto = getattr(src, "readinto", None)
         with upload as writer:
-            copy_chunks(src, writer, self._session().write_size)
+            if readinto is None:
+                while chunk := src.read(len(buffer)):
+                    writer.write(chunk)
+            else:
+                while count := readinto(view):
+                    writer.write(view[:count])
         assert upload.result is not None
         return upload.result
 
@@ -757,7 +783,32 @@ class _Session:
         return self._send(_SFTP.CMD_OPEN, _abs(path), flags, paramiko.SFTPAttributes())
 
     def send_write(self, handle: bytes, offset: int, data: bytes | memoryview) -> int:
-        return self._send(_SFTP.CMD_WRITE, handle, _SFTP.int64(offset), data)
+        # Built by hand: paramiko would copy a 255 KiB payload three times (into a Message,
+        # out of it, and again when prefixing the length) before the channel copies it again.
+        sftp = self._sftp
+        with sftp._lock:
+            number = int(sftp.request_number)
+            sftp._expecting[number] = self._responses
+            sftp.request_number += 1
+        size = len(data)
+        header = (
+            struct.pack(
+                ">IBII",
+                1 + 4 + 4 + len(handle) + 8 + 4 + size,
+                _SFTP.CMD_WRITE,
+                number,
+                len(handle),
+            )
+            + handle
+            + struct.pack(">QI", offset, size)
+        )
+        # The header travels with the first slice so it never costs an SSH packet of its own.
+        view = memoryview(data)
+        first = _FIRST_SLICE - len(header)
+        sftp._write_all(header + view[:first].tobytes())
+        if size > first:
+            sftp._write_all(view[first:])
+        return number
 
     def send_fsync(self, handle: bytes) -> int:
         return self._send(_SFTP.CMD_EXTENDED, _FSYNC, handle)

@@ -218,3 +218,36 @@ def test_one_connection_is_reused_across_files(hub: Hub) -> None:
         transport.get(f"southend-uhft/inbox/{4:032x}.age", io.BytesIO(), max_size=10)
 
         assert transport.connects == 1
+
+
+def test_full_hub_disk_is_permanent_and_leaves_nothing(hub: Hub) -> None:
+    """A hub folder that runs out of space fails the upload as permanent, says so, and leaves
+    neither a final nor a temporary file (TESTPLAN 26)."""
+    folder = inbox(hub)
+    before = folder.stat()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], check=True)
+    try:
+        os.chown(folder, before.st_uid, before.st_gid)
+        folder.chmod(before.st_mode & 0o7777)
+        with SftpTransport(settings_for(hub, "essex-cc")) as transport:
+            with pytest.raises(PermanentTransportError) as caught:
+                transport.put_atomic(io.BytesIO(os.urandom(3_000_000)), FINAL)
+            leftovers = transport.list("southend-uhft/inbox")
+
+        assert "no space left on the hub" in caught.value.message
+        assert caught.value.hint is not None and "disk space" in caught.value.hint
+        assert os.listdir(folder) == []
+        assert (leftovers.entries, leftovers.temporaries) == ((), ())
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_strict_kex_is_negotiated_with_the_hub(hub: Hub) -> None:
+    """The hub's OpenSSH negotiates strict key exchange (Terrapin), which the client requires
+    by default (TESTPLAN 29)."""
+    with SftpTransport(settings_for(hub, "essex-cc")) as transport:
+        transport.list("southend-uhft/inbox")
+
+        assert transport.settings.require_strict_kex
+        assert transport.negotiated()["strict_kex"] == "yes"
+        assert transport.negotiated()["cipher"] == "aes128-gcm@openssh.com"
