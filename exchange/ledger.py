@@ -304,9 +304,12 @@ class Ledger:
                 try:
                     yield
                 except BaseException:
-                    with self._translating():
-                        self._db.execute(f"ROLLBACK TO {savepoint}")
-                        self._db.execute(f"RELEASE {savepoint}")
+                    # Some errors (SQLITE_FULL, SQLITE_IOERR) make SQLite roll back the whole
+                    # transaction itself; then there is no savepoint left to return to.
+                    if self._db.in_transaction:
+                        with self._translating():
+                            self._db.execute(f"ROLLBACK TO {savepoint}")
+                            self._db.execute(f"RELEASE {savepoint}")
                     raise
                 finally:
                     self._depth -= 1
@@ -320,10 +323,16 @@ class Ledger:
                 yield
             except BaseException:
                 self._depth = 0
-                with self._translating():
-                    self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    with self._translating():
+                        self._db.execute("ROLLBACK")
                 raise
             self._depth = 0
+            if not self._db.in_transaction:
+                raise LedgerError(
+                    f"{self.path}: SQLite rolled the transaction back after an earlier error",
+                    hint="nothing was written; the work is retried",
+                )
             try:
                 with self._translating():
                     self._db.execute("COMMIT")
@@ -341,8 +350,8 @@ class Ledger:
         return rows[0] if rows else None
 
     def _write(self, sql: str, params: Sequence[object] = ()) -> sqlite3.Cursor:
-        if not self._depth:
-            raise InvariantError("ledger: write outside a transaction")
+        if not self._depth or not self._db.in_transaction:
+            raise InvariantError("ledger: write outside a transaction (or after SQLite ended it)")
         with self._translating():
             return self._db.execute(sql, params)
 

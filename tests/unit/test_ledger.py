@@ -15,7 +15,14 @@ import pytest
 from exchange.core import delivery as lc
 from exchange.core.delivery import DeliveryState
 from exchange.errors import InvariantError, LedgerBusy, LedgerCorrupt, LedgerError, RefusedError
-from exchange.ledger import LEDGER_FILENAME, MIGRATIONS, DuplicateContent, Ledger, Version
+from exchange.ledger import (
+    LEDGER_FILENAME,
+    MIGRATIONS,
+    DuplicateContent,
+    Ledger,
+    LedgerFull,
+    Version,
+)
 from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -463,6 +470,36 @@ def test_locked_ledger_raises_busy_after_the_timeout(ledger: Ledger, path: Path)
         holder.close()
     take(ledger)
     assert len(ledger.deliveries()) == 2
+
+
+def test_disk_full_rolls_back_and_is_transient(ledger: Ledger) -> None:
+    """SQLITE_FULL (simulated by capping the page count) raises LedgerFull and writes nothing."""
+    take(ledger, content=1)
+    pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]  # fault injection
+    ledger._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(LedgerFull) as caught, ledger.transaction():
+        for n in range(2, 500):
+            take(ledger, content=n)
+    assert caught.value.transient
+    assert 2 == len(ledger.deliveries())
+    ledger._db.execute("PRAGMA max_page_count = 1073741823")
+    take(ledger, content=2)
+    assert 4 == len(ledger.deliveries())
+
+
+def test_swallowed_disk_full_cannot_commit_half_a_transaction(ledger: Ledger) -> None:
+    """If SQLite ended the transaction and the caller swallows the error, nothing commits."""
+    take(ledger, content=1)
+    pages = ledger._db.execute("PRAGMA page_count").fetchone()[0]  # fault injection
+    ledger._db.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(LedgerError, match="rolled the transaction back"), ledger.transaction():
+        try:
+            with ledger.transaction():
+                for n in range(2, 500):
+                    take(ledger, content=n)
+        except LedgerFull:
+            pass
+    assert 2 == len(ledger.deliveries())
 
 
 # --- incidents, quarantine, runs --------------------------------------------------------------
