@@ -497,3 +497,23 @@ def test_csv_checker_decision_does_not_depend_on_chunking(data: bytes, cut: int)
         whole = check_csv(data, max(len(data), 1), rules)
         assert isinstance(whole, Accepted | Refused)
         assert whole == check_csv(data, cut, rules)
+
+
+@given(
+    name=st.binary(min_size=1, max_size=300) | st.text(min_size=1, max_size=100),
+    size=st.integers(min_value=0, max_value=10**15),
+    kind=st.sampled_from(FileKind),
+    nlink=st.integers(min_value=0, max_value=3),
+)
+def test_decide_always_decides_and_never_echoes_the_name(
+    name: bytes | str, size: int, kind: FileKind, nlink: int
+) -> None:
+    """For any entry, decide returns a verdict, and a refusal's detail never holds the name."""
+    if not is_candidate_name(name):
+        return
+    verdict = decide(RULES, Candidate(name=name, size=size, kind=kind, nlink=nlink))
+    assert isinstance(verdict, Accepted | Refused)
+    raw = name if isinstance(name, bytes) else name.encode("utf-8", "surrogatepass")
+    stem = raw.rpartition(b".")[0] or raw
+    if isinstance(verdict, Refused) and len(stem) >= 12:
+        assert stem.decode("utf-8", "replace") not in verdict.detail
