@@ -24,6 +24,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "config",
     "crypt",
     "hub",
+    "run",
+    "send",
+    "status",
 )
 
 PROG = "exchange"

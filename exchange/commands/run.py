@@ -1,0 +1,83 @@
+"""``exchange run``: the daemon ops put under systemd (docs/operations.md)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from collections.abc import Callable
+
+from exchange import config as config_mod
+from exchange import log
+from exchange.commands._common import add_command, config_dir
+from exchange.config import Config
+from exchange.service import Daemon, Settings, clock_from_env, run_daemon
+
+_DEFAULTS = Settings()
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = add_command(
+        subparsers, "run", "run the daemon: watch outboxes, take files, deliver on schedule"
+    )
+    for flag, attribute, help_text in (
+        ("--settle", "settle_seconds", "seconds a file must stay unchanged before it is taken"),
+        ("--rescan", "rescan_seconds", "seconds between full rescans of the outboxes"),
+        ("--tick", "tick_seconds", "seconds between delivery cycles when nothing wakes them"),
+        ("--grace", "grace_seconds", "seconds an upload may take to finish after SIGTERM"),
+        ("--retry-base", "retry_base_seconds", "first wait after a transient failure"),
+        ("--retry-cap", "retry_cap_seconds", "longest wait between retries"),
+        ("--park-probe", "park_probe_seconds", "first wait before a parked partner is probed"),
+    ):
+        default = getattr(_DEFAULTS, attribute)
+        parser.add_argument(
+            flag,
+            dest=attribute,
+            type=float,
+            default=default,
+            metavar="SECONDS",
+            help=f"{help_text} (default: {default:g})",
+        )
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=_DEFAULTS.max_attempts,
+        metavar="N",
+        help="attempts that die without an answer before a delivery is quarantined "
+        f"(default: {_DEFAULTS.max_attempts})",
+    )
+    parser.set_defaults(handler=run)
+
+
+def receipt_collector(cfg: Config) -> Callable[[], object] | None:
+    """The partner-side engineer's receipt collection, if ``exchange.receipts`` offers
+    ``collect_receipts(config)``; None (and the daemon runs without it) otherwise."""
+    try:
+        module = importlib.import_module("exchange.receipts")
+    except ModuleNotFoundError:
+        return None
+    collect = getattr(module, "collect_receipts", None)
+    if collect is None:
+        return None
+    return lambda: collect(cfg)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = config_mod.load_config(config_dir(args))
+    log.configure(cfg.logging.level, cfg.logging.format)
+    settings = Settings(
+        settle_seconds=args.settle_seconds,
+        rescan_seconds=args.rescan_seconds,
+        tick_seconds=args.tick_seconds,
+        grace_seconds=args.grace_seconds,
+        retry_base_seconds=args.retry_base_seconds,
+        retry_cap_seconds=args.retry_cap_seconds,
+        park_probe_seconds=args.park_probe_seconds,
+        max_attempts=args.max_attempts,
+    )
+    daemon = Daemon(
+        cfg,
+        clock=clock_from_env(),
+        settings=settings,
+        receipt_collector=receipt_collector(cfg),
+    )
+    return run_daemon(daemon)

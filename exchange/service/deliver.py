@@ -1,0 +1,294 @@
+"""One delivery to one partner, and the start-up reconciliation of that partner's hub folder.
+
+Rules (docs/DESIGN.md, write-ordering invariants 3-5; FORMAT.md §6.3):
+
+1. Intent first: ``uploading`` with the deterministic remote name is committed before the
+   first byte is encrypted (crash point ``delivery.after_intent``).
+2. The spool copy is encrypted straight into the atomic upload of ``<stem>.age``: no
+   ciphertext touches the local disk, and the SHA-256 of what went to the hub is computed in
+   the same pass. The plaintext hash is not recomputed for the manifest: it is the version's,
+   taken once at intake; the encryptor's own hash of the spool copy must equal it, or the
+   attempt fails (a spool copy that changed is never sent).
+3. Before the payload's rename, the ciphertext digest and the manifest hash are committed
+   (``record_ciphertext``); then the payload is renamed, then the signed manifest, encrypted to
+   the same recipient, is uploaded to ``<stem>.manifest.age`` the same way. The manifest's
+   presence under its final name means the delivery is complete.
+4. Only after the manifest's rename is the delivery ``sent``.
+5. The only age recipient ever used is the one configured for the delivery's recipient, looked
+   up from the partner's configuration at the moment of encryption, and the partner must be a
+   recipient of the delivery's agreement (TESTPLAN E42). The daemon has no other key source.
+6. Reconciliation of a delivery found ``uploading`` at start: a manifest under its final name
+   and a payload of the recorded size mean the attempt completed (``sent`` from the ledger's
+   own values, no new upload); anything else means it did not, and our temporaries and a lone
+   payload are removed before ``UploadInterrupted`` (a strike) is recorded.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import BinaryIO, cast
+
+import structlog
+
+from exchange import agefmt
+from exchange.core import delivery as lifecycle
+from exchange.core.naming import DeliveryNames, Folder, read_name
+from exchange.errors import ExchangeError, InvariantError
+from exchange.ledger import Delivery
+from exchange.log import escape_bytes
+from exchange.manifest import Manifest, sign_manifest
+from exchange.service.context import Context, crash_point
+from exchange.transport import Transport
+from exchange.transport.port import AtomicWriter, part_name
+
+_log = structlog.get_logger()
+
+#: Media types by format (FORMAT.md §4.2 grammar: lower case, no parameters).
+MEDIA_TYPES = {
+    "csv": "text/csv",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "json": "application/json",
+    "txt": "text/plain",
+    "pdf": "application/pdf",
+    "zip": "application/zip",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+
+class Abandoned(Exception):
+    """The grace period after SIGTERM ran out during an upload; it was given up cleanly."""
+
+
+class SpoolMismatch(ExchangeError):
+    """The spool copy no longer has the content recorded at intake: never sent."""
+
+    default_hint = "the spool copy was altered; investigate, the delivery will be quarantined"
+
+
+class RecipientKeyError(ExchangeError):
+    """The partner's age recipient in its configuration cannot be used."""
+
+    default_hint = "fix [keys] age_recipient in config/partners/<id>.toml, then restart"
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    delivery: Delivery
+    duration: timedelta
+
+
+def remote_dir(hub_folder: str) -> str:
+    return f"{hub_folder}/{Folder.INBOX.value}"
+
+
+class _Guarded:
+    """An AtomicWriter that gives up at the next write once the daemon abandons uploads,
+    and carries the mid-upload crash point."""
+
+    def __init__(self, inner: AtomicWriter, ctx: Context) -> None:
+        self._inner = inner
+        self._ctx = ctx
+        self._writes = 0
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        if self._ctx.abandon.is_set():
+            raise Abandoned("upload abandoned at shutdown")
+        count = self._inner.write(data)
+        self._writes += 1
+        if self._writes == 2:
+            crash_point("delivery.mid_upload")
+        return count
+
+    @property
+    def bytes_written(self) -> int:
+        return self._inner.bytes_written
+
+
+def _file_name(raw: bytes) -> str:
+    # Intake refused names that are not safe UTF-8, so this decodes; be strict anyway.
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvariantError(f"dataset name {escape_bytes(raw)} is not UTF-8") from None
+
+
+def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
+    """Make one attempt (rules 1-5). Raises TransportError, RecipientKeyError, Abandoned,
+    or anything a bug raises; the caller turns that into the right ledger event."""
+    cfg = ctx.config
+    agreement = cfg.agreements[delivery.agreement]
+    partner = cfg.partners[delivery.recipient]
+    if partner.id not in agreement.recipients:
+        raise InvariantError(f"delivery {delivery.id}: {partner.id} is not a recipient")
+    try:
+        recipient = agefmt.parse_recipient(partner.keys.age_recipient)
+    except agefmt.KeyEncodingError as error:
+        raise RecipientKeyError(
+            f"config/partners/{partner.id}.toml: keys.age_recipient: {error.message}"
+        ) from None
+    version = ctx.ledger.get_version(delivery.version)
+    dataset = ctx.ledger.get_dataset(delivery.dataset)
+    names = DeliveryNames.for_delivery(delivery.id)
+    folder = remote_dir(partner.hub_folder)
+    payload_path = f"{folder}/{names.payload}"
+    manifest_path = f"{folder}/{names.manifest}"
+
+    started = time.monotonic()
+    current = ctx.ledger.begin_upload(delivery.id, names.payload, ctx.now())
+    crash_point("delivery.after_intent")
+    if current.sequence is None:
+        raise InvariantError(f"delivery {delivery.id}: no sequence after begin_upload")
+
+    upload = transport.open_atomic(payload_path)
+    with open(version.spool_path, "rb") as plain, upload as raw_writer:  # noqa: PTH123
+        writer = _Guarded(raw_writer, ctx)
+        result = agefmt.encrypt(plain, cast(BinaryIO, writer), [recipient])
+        if result.plaintext_sha256 != version.sha256.hex:
+            raise SpoolMismatch(
+                f"{version.spool_path}: content differs from the recorded sha256 {version.sha256}"
+            )
+        created = ctx.now()
+        manifest = Manifest.build(
+            created=created,
+            delivery=delivery.id,
+            dataset=delivery.dataset.value,
+            dataset_version=version.number,
+            correction=None,
+            sender=cfg.organisation.id,
+            sender_key=ctx.signing_key.public_key.fingerprint,
+            recipient=partner.id,
+            recipient_key=partner.keys.signing_key_fingerprint,
+            agreement=agreement.id,
+            purpose=agreement.purpose,
+            legal_basis="; ".join(agreement.legal_basis),
+            classification=agreement.classification,
+            file_name=_file_name(dataset.original_name),
+            media_type=MEDIA_TYPES.get(
+                _extension(dataset.original_name), "application/octet-stream"
+            ),
+            plaintext_size=result.plaintext_size,
+            plaintext_sha256=result.plaintext_sha256,
+            ciphertext_sha256=result.ciphertext_sha256,
+            retain_until=_retain_until(created.date(), agreement.retention_days),
+            sequence=current.sequence,
+        )
+        signed = sign_manifest(manifest, ctx.signing_key)
+        manifest_hash = _sha256(manifest.encode())
+        ctx.ledger.record_ciphertext(
+            delivery.id,
+            ciphertext_sha256=result.ciphertext_sha256,
+            size=result.ciphertext_size,
+            manifest_hash=manifest_hash,
+            now=ctx.now(),
+        )
+        crash_point("delivery.before_rename")
+    crash_point("delivery.after_payload_rename")
+    sealed = io.BytesIO()
+    agefmt.encrypt(io.BytesIO(signed), sealed, [recipient])
+    transport.put_atomic(io.BytesIO(sealed.getvalue()), manifest_path)
+    crash_point("delivery.after_rename")
+    duration = timedelta(seconds=time.monotonic() - started)
+    sent = ctx.ledger.apply(
+        delivery.id,
+        lifecycle.UploadCompleted(
+            ciphertext_sha256=result.ciphertext_sha256,
+            size=result.ciphertext_size,
+            duration=duration,
+            manifest_hash=manifest_hash,
+        ),
+        ctx.now(),
+    )
+    crash_point("delivery.after_sent")
+    return Sent(sent, duration)
+
+
+def _extension(raw: bytes) -> str:
+    _, dot, ext = raw.rpartition(b".")
+    return ext.decode("ascii", "replace").lower() if dot else ""
+
+
+def _retain_until(created: date, days: int) -> date:
+    return created + timedelta(days=days)
+
+
+def _sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- reconciliation ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Reconciled:
+    completed: int  # found complete on the hub: now sent
+    interrupted: int  # redone: UploadInterrupted recorded
+    temporaries_removed: int
+
+
+def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Reconciled:
+    """Rule 6 for every delivery to ``partner_id`` left ``uploading``, and removal of our
+    leftover temporary files in its inbox. Raises TransportError if the hub cannot be asked."""
+    partner = ctx.config.partners[partner_id]
+    folder = remote_dir(partner.hub_folder)
+    listing = transport.list(folder, validate=lambda n: read_name(Folder.INBOX, n) is not None)
+    present = {entry.name: entry.size for entry in listing.entries}
+    removed = 0
+    for temp in listing.temporaries:
+        if transport.remove(f"{folder}/{temp}"):
+            removed += 1
+    completed = interrupted = 0
+    for delivery in ctx.ledger.deliveries(lifecycle.DeliveryState.UPLOADING, recipient=partner_id):
+        names = DeliveryNames.for_delivery(delivery.id)
+        now = ctx.now()
+        if (
+            names.manifest in present
+            and delivery.ciphertext_sha256 is not None
+            and delivery.manifest_hash is not None
+            and delivery.size is not None
+            and present.get(names.payload) == delivery.size
+        ):
+            ctx.ledger.apply(
+                delivery.id,
+                lifecycle.UploadCompleted(
+                    ciphertext_sha256=delivery.ciphertext_sha256,
+                    size=delivery.size,
+                    duration=timedelta(0),
+                    manifest_hash=delivery.manifest_hash,
+                ),
+                now,
+            )
+            completed += 1
+            _log.info(
+                "delivery.reconciled",
+                delivery=delivery.id,
+                recipient=partner_id,
+                agreement=delivery.agreement,
+                state="sent",
+                remote_name=names.payload,
+            )
+            continue
+        for name in (names.manifest, names.payload):
+            transport.remove(part_name(f"{folder}/{name}"))
+            if name in present:
+                transport.remove(f"{folder}/{name}")
+        ctx.ledger.apply(
+            delivery.id,
+            lifecycle.UploadInterrupted(
+                reason="the attempt was interrupted (found uploading at start)", retry_at=now
+            ),
+            now,
+        )
+        interrupted += 1
+        _log.warning(
+            "delivery.interrupted",
+            delivery=delivery.id,
+            recipient=partner_id,
+            agreement=delivery.agreement,
+            attempts=delivery.attempts,
+        )
+    return Reconciled(completed, interrupted, removed)

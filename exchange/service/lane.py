@@ -1,0 +1,358 @@
+"""A delivery lane: one thread and one hub connection per partner.
+
+Rules:
+
+1. **Isolation.** Each partner has its own lane, so a partner whose folder is slow, full or
+   unwritable holds up nobody else: the other lanes run on their own connections.
+2. **What to send comes from the ledger** (:mod:`exchange.service.due`) every cycle; the lane
+   keeps only pacing in memory (when to look again), which a restart may lose safely.
+3. **Transient failure** (hub down, timeout, reset): that delivery waits
+   (``UploadFailed``, exponential backoff with jitter, capped: core.delivery policy) and the
+   lane pauses until then, so a down hub sees one attempt per backoff step per partner, not a
+   storm.
+4. **Permanent failure** (host key, auth, permission, disk full, the partner's key missing or
+   invalid): every waiting delivery to that partner is ``parked``, one incident is opened (repeats
+   count occurrences) and an error is logged. The lane then probes: after
+   ``park_probe_seconds``, doubling up to an hour, it resumes the parked deliveries and tries
+   again; the first permanent failure parks them all again. At start a parked partner is
+   probed once.
+5. **Strikes and poison.** An attempt that died without an answer from the transport (a crash,
+   a bug, a spool copy that changed) is a strike; after ``max_attempts`` strikes the delivery
+   is given up (``poisoned``) and the daemon quarantines its spool copy.
+6. ``except Exception`` here is the service loop's licence (STYLE item 10): one bad delivery
+   must never end the lane.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+import structlog
+
+from exchange.core import delivery as lifecycle
+from exchange.core.delivery import DeliveryState, next_attempt_at, should_poison
+from exchange.errors import HostKeyError, TransportError
+from exchange.ledger import Delivery
+from exchange.model import ReasonCode
+from exchange.service import due
+from exchange.service.context import Context
+from exchange.service.deliver import Abandoned, RecipientKeyError, deliver_one, reconcile_partner
+from exchange.transport import Transport
+
+_log = structlog.get_logger()
+_PROBE_CAP = 3600.0
+
+
+def park_reason(error: Exception) -> ReasonCode:
+    """The incident reason for a permanent failure."""
+    if isinstance(error, HostKeyError):
+        return ReasonCode.HOST_KEY_MISMATCH
+    if isinstance(error, RecipientKeyError):
+        return ReasonCode.KEY_INVALID
+    text = str(error)
+    if "authentication failed" in text:
+        return ReasonCode.AUTH_FAILED
+    if "permission denied" in text:
+        return ReasonCode.PERMISSION
+    if "refused the write" in text or "no space" in text:
+        return ReasonCode.HUB_FULL
+    return ReasonCode.HUB_UNREACHABLE
+
+
+class Lane(threading.Thread):
+    """Delivers to one partner; see the module rules."""
+
+    def __init__(self, ctx: Context, partner_id: str, connect: Callable[[], Transport]) -> None:
+        super().__init__(name=f"lane-{partner_id}", daemon=True)
+        self.ctx = ctx
+        self.partner_id = partner_id
+        self._connect = connect
+        self._transport: Transport | None = None
+        self.wake = threading.Event()
+        self._reconciled = False
+        self._hold_until = 0.0  # monotonic: no attempt before this (transient backoff)
+        self._probe_delay = ctx.settings.park_probe_seconds
+        self.busy = False
+
+    # -- thread ------------------------------------------------------------------------------
+
+    def run(self) -> None:
+        while not self.ctx.stopping.is_set():
+            self.busy = True
+            try:
+                self.cycle()
+            except Exception as error:  # noqa: BLE001 - rule 6
+                _log.exception("lane.failed", partner=self.partner_id, error=str(error))
+                self._close()
+            finally:
+                self.busy = False
+            self.wake.wait(self.ctx.settings.tick_seconds)
+            self.wake.clear()
+        self._close()
+
+    def _close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            self._transport = self._connect()
+        return self._transport
+
+    # -- one cycle ---------------------------------------------------------------------------
+
+    def cycle(self) -> None:
+        mono = self.ctx.clock.monotonic()
+        if mono < self._hold_until:
+            return
+        if self._parked():
+            self._resume_all()  # the hold after a park has passed: probe
+        if not self._reconciled and not self._reconcile():
+            return
+        for delivery in self._due():
+            if self.ctx.stopping.is_set() or not self._attempt(delivery):
+                break
+
+    def _reconcile(self) -> bool:
+        try:
+            result = reconcile_partner(self.ctx, self.transport, self.partner_id)
+        except TransportError as error:
+            self._failed_without_delivery(error)
+            return False
+        self._reconciled = True
+        _log.info(
+            "lane.reconciled",
+            partner=self.partner_id,
+            count=result.completed,
+            attempts=result.interrupted,
+            detail=f"{result.temporaries_removed} temporary files removed",
+        )
+        return True
+
+    def _failed_without_delivery(self, error: TransportError) -> None:
+        if error.transient:
+            self._hold(self.ctx.settings.retry_base_seconds)
+            _log.warning("lane.hub_unavailable", partner=self.partner_id, error=error.message)
+            self._close()
+        else:
+            self._park_all(error)
+
+    def _hold(self, seconds: float) -> None:
+        self._hold_until = self.ctx.clock.monotonic() + seconds
+
+    def _parked(self) -> bool:
+        return bool(self.ctx.ledger.deliveries(DeliveryState.PARKED, recipient=self.partner_id))
+
+    def _resume_all(self) -> None:
+        now = self.ctx.now()
+        for delivery in self.ctx.ledger.deliveries(DeliveryState.PARKED, recipient=self.partner_id):
+            self.ctx.ledger.apply(delivery.id, lifecycle.Resumed(note="probe after park"), now)
+        _log.info("lane.probe", partner=self.partner_id)
+
+    def _due(self) -> list[Delivery]:
+        ctx = self.ctx
+        now = ctx.now()
+        partner = ctx.config.partners.get(self.partner_id)
+        runs: dict[str, object] = {}
+        found: list[Delivery] = []
+        for delivery in ctx.ledger.deliveries(
+            DeliveryState.PENDING, DeliveryState.RETRY_WAIT, recipient=self.partner_id
+        ):
+            agreement = ctx.config.agreements.get(delivery.agreement)
+            if agreement is None or partner is None:
+                continue  # configuration removed: left waiting for ops, never guessed at
+            if delivery.agreement not in runs:
+                last = ctx.ledger.last_run(delivery.agreement)
+                runs[delivery.agreement] = None if last is None else last.due_at
+            last_run = runs[delivery.agreement]
+            verdict = due.delivery_verdict(
+                agreement=agreement,
+                partner=partner,
+                state=delivery.state,
+                kind=ctx.ledger.get_version(delivery.version).kind,
+                taken_at=delivery.created_at,
+                next_attempt_at=delivery.next_attempt_at,
+                last_run=last_run,  # type: ignore[arg-type]
+                now=now,
+            )
+            if isinstance(verdict, due.Cancel):
+                ctx.ledger.apply(delivery.id, lifecycle.Cancelled(reason=verdict.reason), now)
+                _log.warning(
+                    "delivery.cancelled",
+                    delivery=delivery.id,
+                    recipient=self.partner_id,
+                    agreement=delivery.agreement,
+                    reason=verdict.reason,
+                )
+            elif isinstance(verdict, due.Due):
+                found.append(delivery)
+        return found
+
+    # -- one attempt -------------------------------------------------------------------------
+
+    def _attempt(self, delivery: Delivery) -> bool:
+        """Try one delivery; False when the lane should stop this cycle."""
+        ctx = self.ctx
+        try:
+            sent = deliver_one(ctx, self.transport, delivery)
+        except Abandoned:
+            now = ctx.now()
+            ctx.ledger.apply(
+                delivery.id,
+                lifecycle.UploadFailed(reason="abandoned at shutdown", retry_at=now),
+                now,
+            )
+            _log.warning("delivery.abandoned", delivery=delivery.id, recipient=self.partner_id)
+            return False
+        except TransportError as error:
+            self._close()
+            if error.transient:
+                self._transient(delivery, error)
+            else:
+                self._park_all(error, delivery)
+            return False
+        except RecipientKeyError as error:
+            self._park_all(error, delivery)
+            return False
+        except Exception as error:  # noqa: BLE001 - rule 6: a strike, never the end of the lane
+            self._close()
+            self._strike(delivery, error)
+            return True
+        self._probe_delay = ctx.settings.park_probe_seconds
+        record = sent.delivery
+        _log.info(
+            "delivery.sent",
+            delivery=record.id,
+            dataset=record.dataset.value,
+            agreement=record.agreement,
+            recipient=record.recipient,
+            remote_name=record.remote_name,
+            bytes=record.size,
+            ciphertext_sha256=record.ciphertext_sha256,
+            attempt=record.attempts,
+            duration_s=round(sent.duration / timedelta(seconds=1), 3),
+        )
+        return True
+
+    def _current(self, delivery: Delivery) -> Delivery:
+        return self.ctx.ledger.get_delivery(delivery.id)
+
+    def _transient(self, delivery: Delivery, error: TransportError) -> None:
+        ctx = self.ctx
+        current = self._current(delivery)
+        now = ctx.now()
+        retry_at = next_attempt_at(
+            max(current.attempts, 1),
+            now,
+            ctx.rng,
+            base=ctx.settings.retry_base,
+            cap=ctx.settings.retry_cap,
+        )
+        if current.state is DeliveryState.UPLOADING:
+            ctx.ledger.apply(
+                delivery.id, lifecycle.UploadFailed(reason=error.message, retry_at=retry_at), now
+            )
+        self._hold((retry_at - now).total_seconds())
+        _log.warning(
+            "delivery.failed",
+            delivery=delivery.id,
+            agreement=delivery.agreement,
+            recipient=self.partner_id,
+            attempt=current.attempts,
+            error=error.message,
+            retry_at=retry_at.isoformat(),
+        )
+
+    def _park_all(self, error: Exception, delivery: Delivery | None = None) -> None:
+        ctx = self.ctx
+        now = ctx.now()
+        reason = park_reason(error)
+        message = getattr(error, "message", str(error))
+        with ctx.ledger.transaction():
+            for waiting in ctx.ledger.deliveries(
+                DeliveryState.PENDING,
+                DeliveryState.RETRY_WAIT,
+                DeliveryState.UPLOADING,
+                recipient=self.partner_id,
+            ):
+                if waiting.state is DeliveryState.UPLOADING and (
+                    delivery is None or waiting.id != delivery.id
+                ):
+                    continue  # another attempt's leftovers are the reconciler's
+                ctx.ledger.apply(waiting.id, lifecycle.Parked(reason=message), now)
+            incident = ctx.ledger.open_incident(
+                reason=reason,
+                now=now,
+                partner=self.partner_id,
+                context={"error": message},
+                dedupe_key=f"parked:{self.partner_id}:{reason.value}",
+            )
+        self._hold(self._probe_delay)
+        self._probe_delay = min(max(self._probe_delay * 2, 1.0), _PROBE_CAP)
+        _log.error(
+            "delivery.parked",
+            partner=self.partner_id,
+            reason_code=reason.value,
+            error=message,
+            hint=getattr(error, "hint", None),
+            incident=incident.id,
+        )
+
+    def _strike(self, delivery: Delivery, error: Exception) -> None:
+        ctx = self.ctx
+        current = self._current(delivery)
+        now = ctx.now()
+        text = f"{type(error).__name__}: {error}"
+        _log.error(
+            "delivery.error",
+            delivery=delivery.id,
+            recipient=self.partner_id,
+            agreement=delivery.agreement,
+            error=text,
+            exc_info=True,
+        )
+        if current.state is not DeliveryState.UPLOADING:
+            self._hold(ctx.settings.retry_base_seconds)
+            return
+        retry_at = next_attempt_at(
+            max(current.attempts, 1),
+            now,
+            ctx.rng,
+            base=ctx.settings.retry_base,
+            cap=ctx.settings.retry_cap,
+        )
+        current = ctx.ledger.apply(
+            delivery.id, lifecycle.UploadInterrupted(reason=text, retry_at=retry_at), now
+        )
+        poison_if_struck_out(ctx, current)
+
+
+def poison_if_struck_out(ctx: Context, delivery: Delivery) -> bool:
+    """Give up on a delivery with ``max_attempts`` strikes (the daemon then quarantines the
+    spool copy); True if it did."""
+    if not should_poison(delivery.strikes, ctx.settings.max_attempts):
+        return False
+    if not lifecycle.can_step(delivery.state, lifecycle.GaveUp):
+        return False
+    reason = f"failed {delivery.strikes} attempts without an answer; treated as a poison file"
+    ctx.ledger.apply(delivery.id, lifecycle.GaveUp(reason=reason), ctx.now())
+    ctx.ledger.open_incident(
+        reason=ReasonCode.POISONED,
+        now=ctx.now(),
+        agreement=delivery.agreement,
+        partner=delivery.recipient,
+        context={"delivery": delivery.id, "dataset": delivery.dataset.value},
+        dedupe_key=f"poisoned:{delivery.id}",
+    )
+    _log.error(
+        "delivery.poisoned",
+        delivery=delivery.id,
+        recipient=delivery.recipient,
+        agreement=delivery.agreement,
+        attempts=delivery.strikes,
+    )
+    return True
