@@ -7,6 +7,8 @@ import struct
 
 import pytest
 
+from exchange.core.naming import DeliveryNames, Folder, delivery_id_from_hex, read_name
+from exchange.core.naming import temp_name as naming_temp_name
 from exchange.errors import ConfigError
 from exchange.transport import UnsupportedServerError, server_info
 from exchange.transport import _parse_extensions as parse_extensions
@@ -159,3 +161,33 @@ class TestServerExtensions:
         info = server_info(_StubSftp({"posix-rename@openssh.com": b"1"}), "hub h:22", 1 << 20)
 
         assert (info.read_size, info.write_size) == (32 * 1024, 32 * 1024)
+
+
+class TestNamingScheme:
+    """The transport's names agree with exchange.core.naming, which validates names read back."""
+
+    def test_temporary_name_is_recognised_by_naming(self) -> None:
+        """The temporary name of a hub final name is read back by naming as that file's
+        temporary, with the same final name."""
+        names = DeliveryNames.for_delivery(delivery_id_from_hex("ab" * 16))
+        temp = part_name(f"southend-uhft/inbox/{names.payload}").rpartition("/")[2]
+
+        hub_file = read_name(Folder.INBOX, temp)
+
+        assert hub_file is not None
+        assert (hub_file.temporary, hub_file.final_name) == (True, names.payload)
+        assert temp == naming_temp_name(names.payload, temp.split(".")[-2])
+
+    def test_naming_validator_plugs_into_listing_decisions(self) -> None:
+        """naming.read_name works as the listing validator: receipts pass in receipts/,
+        payloads do not."""
+        names = DeliveryNames.for_delivery(delivery_id_from_hex("cd" * 16))
+
+        def receipts_only(name: str) -> bool:
+            return read_name(Folder.RECEIPTS, name) is not None
+
+        usable, _ = classify_listed_name(names.receipt.encode(), EntryKind.REGULAR, receipts_only)
+        _, refusal = classify_listed_name(names.payload.encode(), EntryKind.REGULAR, receipts_only)
+
+        assert usable == names.receipt
+        assert refusal is not None and refusal.reason is RefusalReason.BAD_NAME
