@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 from collections.abc import Callable
 
 from exchange import config as config_mod
+from exchange import keys as keys_mod
 from exchange import log
 from exchange.commands._common import add_command, config_dir
 from exchange.config import Config
-from exchange.service import Daemon, Settings, clock_from_env, run_daemon
+from exchange.receipts import collect_receipts
+from exchange.service import Context, Daemon, Settings, clock_from_env, run_daemon
+from exchange.transport import Transport
 
 _DEFAULTS = Settings()
 
@@ -48,17 +50,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.set_defaults(handler=run)
 
 
-def receipt_collector(cfg: Config) -> Callable[[], object] | None:
-    """The partner-side engineer's receipt collection, if ``exchange.receipts`` offers
-    ``collect_receipts(config)``; None (and the daemon runs without it) otherwise."""
-    try:
-        module = importlib.import_module("exchange.receipts")
-    except ModuleNotFoundError:
-        return None
-    collect = getattr(module, "collect_receipts", None)
-    if collect is None:
-        return None
-    return lambda: collect(cfg)
+def receipt_collector(cfg: Config) -> Callable[[Context, Transport], object]:
+    """Receipt collection (``exchange.receipts``) over the daemon's ledger, on its own hub
+    connection, with this organisation's age identity (receipts are encrypted to us)."""
+    identities = keys_mod.load_identities(keys_mod.KeyPaths(cfg.folders.keys))
+
+    def collect(ctx: Context, transport: Transport) -> object:
+        return collect_receipts(cfg, ctx.ledger, transport, ctx.now(), identities=identities)
+
+    return collect
 
 
 def run(args: argparse.Namespace) -> int:

@@ -86,7 +86,7 @@ class Daemon:
         clock: Clock,
         settings: Settings | None = None,
         transport_factory: TransportFactory | None = None,
-        receipt_collector: Callable[[], object] | None = None,
+        receipt_collector: Callable[[Context, Transport], object] | None = None,
     ) -> None:
         self.config = config
         signing_key = keys_mod.load_signing_key(keys_mod.KeyPaths(config.folders.keys))
@@ -107,7 +107,6 @@ class Daemon:
         self._receipts = receipt_collector
         self._rescan = threading.Event()
         self._health = threading.Event()
-        self._collect = threading.Event()
         self.lanes: dict[str, Lane] = {}
         self.outboxes: dict[str, Outbox] = {}
         self.watcher: OutboxWatcher | None = None
@@ -151,7 +150,9 @@ class Daemon:
             wakeups.every("health", s.health_seconds, self._health.set)
             wakeups.every("reconcile", s.tick_seconds, self._wake_lanes)
             if self._receipts is not None:
-                wakeups.every("receipts", s.receipts_seconds, self._collect.set)
+                # Runs on the scheduler's own thread with its own hub connection, so a slow
+                # hub folder never holds up intake or the lanes.
+                wakeups.every("receipts", s.receipts_seconds, self._collect_receipts)
             wakeups.start()
             _log.info("daemon.ready", pid=os.getpid(), count=len(self.lanes))
             self._loop()
@@ -217,9 +218,6 @@ class Daemon:
                 if not watcher.healthy():
                     _log.error("watcher.unhealthy", count=watcher.handler_failures)
                     watcher.restart()
-            if self._collect.is_set():
-                self._collect.clear()
-                self._collect_receipts()
             for candidate in watcher.queue.drain():
                 intake.offer(candidate)
             before = len(intake.watching)
@@ -237,12 +235,15 @@ class Daemon:
                 intake.offer(item)
 
     def _collect_receipts(self) -> None:
-        if self._receipts is None:
+        if self._receipts is None or self.ctx.stopping.is_set():
             return
+        transport = self._factory()
         try:
-            self._receipts()
+            self._receipts(self.ctx, transport)
         except Exception as error:  # noqa: BLE001 - the service loop must outlive a collector bug
             _log.exception("receipts.failed", error=str(error))
+        finally:
+            transport.close()
 
     def _record_runs(self) -> bool:
         """Record the run each scheduled agreement owes (service.due rule 2)."""

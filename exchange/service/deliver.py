@@ -25,6 +25,7 @@ Rules (docs/DESIGN.md, write-ordering invariants 3-5; FORMAT.md §6.3):
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
 from dataclasses import dataclass
@@ -35,11 +36,13 @@ import structlog
 
 from exchange import agefmt
 from exchange.core import delivery as lifecycle
+from exchange.core.delivery import should_poison
 from exchange.core.naming import DeliveryNames, Folder, read_name
 from exchange.errors import ExchangeError, InvariantError
 from exchange.ledger import Delivery
 from exchange.log import escape_bytes
 from exchange.manifest import Manifest, sign_manifest
+from exchange.model import ReasonCode
 from exchange.service.context import Context, crash_point
 from exchange.transport import Transport
 from exchange.transport.port import AtomicWriter, part_name
@@ -215,8 +218,6 @@ def _retain_until(created: date, days: int) -> date:
 
 
 def _sha256(data: bytes) -> str:
-    import hashlib
-
     return hashlib.sha256(data).hexdigest()
 
 
@@ -276,13 +277,14 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
             transport.remove(part_name(f"{folder}/{name}"))
             if name in present:
                 transport.remove(f"{folder}/{name}")
-        ctx.ledger.apply(
+        struck = ctx.ledger.apply(
             delivery.id,
             lifecycle.UploadInterrupted(
                 reason="the attempt was interrupted (found uploading at start)", retry_at=now
             ),
             now,
         )
+        poison_if_struck_out(ctx, struck)
         interrupted += 1
         _log.warning(
             "delivery.interrupted",
@@ -292,3 +294,30 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
             attempts=delivery.attempts,
         )
     return Reconciled(completed, interrupted, removed)
+
+
+def poison_if_struck_out(ctx: Context, delivery: Delivery) -> bool:
+    """Give up on a delivery with ``max_attempts`` strikes (the daemon then quarantines the
+    spool copy); True if it did."""
+    if not should_poison(delivery.strikes, ctx.settings.max_attempts):
+        return False
+    if not lifecycle.can_step(delivery.state, lifecycle.GaveUp):
+        return False
+    reason = f"failed {delivery.strikes} attempts without an answer; treated as a poison file"
+    ctx.ledger.apply(delivery.id, lifecycle.GaveUp(reason=reason), ctx.now())
+    ctx.ledger.open_incident(
+        reason=ReasonCode.POISONED,
+        now=ctx.now(),
+        agreement=delivery.agreement,
+        partner=delivery.recipient,
+        context={"delivery": delivery.id, "dataset": delivery.dataset.value},
+        dedupe_key=f"poisoned:{delivery.id}",
+    )
+    _log.error(
+        "delivery.poisoned",
+        delivery=delivery.id,
+        recipient=delivery.recipient,
+        agreement=delivery.agreement,
+        attempts=delivery.strikes,
+    )
+    return True

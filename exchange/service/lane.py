@@ -32,13 +32,19 @@ from datetime import timedelta
 import structlog
 
 from exchange.core import delivery as lifecycle
-from exchange.core.delivery import DeliveryState, next_attempt_at, should_poison
+from exchange.core.delivery import DeliveryState, next_attempt_at
 from exchange.errors import HostKeyError, TransportError
 from exchange.ledger import Delivery
 from exchange.model import ReasonCode
 from exchange.service import due
 from exchange.service.context import Context
-from exchange.service.deliver import Abandoned, RecipientKeyError, deliver_one, reconcile_partner
+from exchange.service.deliver import (
+    Abandoned,
+    RecipientKeyError,
+    deliver_one,
+    poison_if_struck_out,
+    reconcile_partner,
+)
 from exchange.transport import Transport
 
 _log = structlog.get_logger()
@@ -329,30 +335,3 @@ class Lane(threading.Thread):
             delivery.id, lifecycle.UploadInterrupted(reason=text, retry_at=retry_at), now
         )
         poison_if_struck_out(ctx, current)
-
-
-def poison_if_struck_out(ctx: Context, delivery: Delivery) -> bool:
-    """Give up on a delivery with ``max_attempts`` strikes (the daemon then quarantines the
-    spool copy); True if it did."""
-    if not should_poison(delivery.strikes, ctx.settings.max_attempts):
-        return False
-    if not lifecycle.can_step(delivery.state, lifecycle.GaveUp):
-        return False
-    reason = f"failed {delivery.strikes} attempts without an answer; treated as a poison file"
-    ctx.ledger.apply(delivery.id, lifecycle.GaveUp(reason=reason), ctx.now())
-    ctx.ledger.open_incident(
-        reason=ReasonCode.POISONED,
-        now=ctx.now(),
-        agreement=delivery.agreement,
-        partner=delivery.recipient,
-        context={"delivery": delivery.id, "dataset": delivery.dataset.value},
-        dedupe_key=f"poisoned:{delivery.id}",
-    )
-    _log.error(
-        "delivery.poisoned",
-        delivery=delivery.id,
-        recipient=delivery.recipient,
-        agreement=delivery.agreement,
-        attempts=delivery.strikes,
-    )
-    return True
