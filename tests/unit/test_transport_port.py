@@ -10,8 +10,7 @@ import pytest
 from exchange.core.naming import DeliveryNames, Folder, delivery_id_from_hex, read_name
 from exchange.core.naming import temp_name as naming_temp_name
 from exchange.errors import ConfigError
-from exchange.transport import UnsupportedServerError, server_info
-from exchange.transport import _parse_extensions as parse_extensions
+from exchange.transport import UnsupportedServerError
 from exchange.transport.pins import fingerprint, matches, parse_pin, parse_pins
 from exchange.transport.port import (
     EntryKind,
@@ -22,6 +21,8 @@ from exchange.transport.port import (
     is_part_name,
     part_name,
 )
+from exchange.transport.sftp import _parse_extensions as parse_extensions
+from exchange.transport.sftp import server_info
 
 ED25519_BLOB = struct.pack(">I", 11) + b"ssh-ed25519" + struct.pack(">I", 32) + bytes(range(32))
 ED25519_LINE = "ssh-ed25519 " + base64.b64encode(ED25519_BLOB).decode() + " hub@essex.example"
