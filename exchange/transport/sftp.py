@@ -617,10 +617,20 @@ class SftpTransport:
             handle_file = conn.sftp.open(_abs(remote), "r")
             try:
                 # The name may have been swapped between lstat and open: check the open file.
-                self._check_readable(remote, handle_file.stat(), max_size)
-                return self._read_pipelined(conn, handle_file.handle, remote, dst, max_size)
-            finally:
-                handle_file.close()
+                opened = handle_file.stat()
+                self._check_readable(remote, opened, max_size)
+                size = int(opened.st_size or 0)
+                count = self._read_pipelined(conn, handle_file.handle, remote, dst, size)
+            except BaseException as error:
+                if isinstance(error, TransportError) and conn.alive():
+                    handle_file.close()
+                else:
+                    # The connection is broken or stalled: closing would only wait for the
+                    # timeout again. Mark the handle closed so paramiko's __del__ leaves it.
+                    handle_file._closed = True
+                raise
+            handle_file.close()
+            return count
 
     @staticmethod
     def _check_readable(remote: str, attrs: Any, max_size: int) -> None:
@@ -632,11 +642,16 @@ class SftpTransport:
             )
 
     def _read_pipelined(
-        self, conn: _Connection, handle: bytes, remote: str, dst: BinaryIO, max_size: int
+        self, conn: _Connection, handle: bytes, remote: str, dst: BinaryIO, size: int
     ) -> int:
-        """Read with at most ``read_requests`` READs outstanding, writing in file order."""
+        """Read ``size`` bytes (the open file's size, already checked against the cap) with at
+        most ``read_requests`` READs outstanding, writing in file order.
+
+        Hub files are immutable once renamed; one that changes while read comes out short or
+        long and fails the manifest's SHA-256 check downstream, and never exceeds the cap.
+        """
         sftp = conn.sftp
-        size = conn.info.read_size
+        request_size = conn.info.read_size
         responses = _Responses()
         in_flight: deque[tuple[int, int, int]] = deque()
         next_offset = 0
@@ -653,58 +668,38 @@ class SftpTransport:
                 sftp._read_response()
             return responses.by_number.pop(number)
 
+        def accept(data: bytes) -> None:
+            nonlocal written
+            if written + len(data) > size:
+                raise RemoteTooLargeError(f"{remote}: grew past {size} bytes while being read")
+            dst.write(data)
+            written += len(data)
+
         # Responses to requests still in flight when this returns or raises are dropped by
         # paramiko once ``responses`` is gone (its request table holds weak references).
         while True:
-            while (
-                not eof
-                and len(in_flight) < self.settings.read_requests
-                and (next_offset <= max_size)
-            ):
-                in_flight.append((request(next_offset, size), next_offset, size))
-                next_offset += size
+            while not eof and len(in_flight) < self.settings.read_requests and next_offset < size:
+                length = min(request_size, size - next_offset)
+                in_flight.append((request(next_offset, length), next_offset, length))
+                next_offset += length
             if not in_flight:
                 return written
             number, offset, length = in_flight.popleft()
             kind, msg = wait(number)
-            if kind == _SFTP.CMD_STATUS:
-                try:
-                    sftp._convert_status(msg)
-                except EOFError:
-                    eof = True
-                    continue
-                raise paramiko.SSHException("sftp server answered a read with a bare OK")
-            data = msg.get_string()
-            if offset != written:
+            if offset != written and kind != _SFTP.CMD_STATUS:
                 raise paramiko.SSHException("sftp read responses out of order")
-            if written + len(data) > max_size:
-                raise RemoteTooLargeError(
-                    f"{remote}: grew past the {max_size}-byte cap while being read"
-                )
-            dst.write(data)
-            written += len(data)
-            if len(data) < length and not eof:
-                # A short read: fetch the gap synchronously, then carry on in order.
-                written = self._fill_gap(
-                    request, wait, offset + length, written, dst, remote, max_size
-                )
-
-    @staticmethod
-    def _fill_gap(
-        request: Any, wait: Any, end: int, written: int, dst: BinaryIO, remote: str, max_size: int
-    ) -> int:
-        while written < end:
-            kind, msg = wait(request(written, end - written))
-            if kind == _SFTP.CMD_STATUS:
-                return written
-            data = msg.get_string()
-            if not data:
-                return written
-            if written + len(data) > max_size:
-                raise RemoteTooLargeError(f"{remote}: grew past the {max_size}-byte cap")
-            dst.write(data)
-            written += len(data)
-        return written
+            # A short read before the end: fetch the gap now, so the next answer is in order.
+            while True:
+                if kind == _SFTP.CMD_STATUS:
+                    eof = eof or _is_eof(sftp, msg)
+                    break
+                data = msg.get_string()
+                if not data:
+                    raise paramiko.SSHException("sftp server answered a read with no data")
+                accept(data)
+                if written >= offset + length:
+                    break
+                kind, msg = wait(request(written, offset + length - written))
 
     def remove(self, remote: str) -> bool:
         check_remote_path(remote, allow_temporary=True)
@@ -717,6 +712,15 @@ class SftpTransport:
                     return False
                 raise
         return True
+
+
+def _is_eof(sftp: Any, msg: Any) -> bool:
+    """True for an EOF status; raises ``OSError`` for an error status (as paramiko maps it)."""
+    try:
+        sftp._convert_status(msg)
+    except EOFError:
+        return True  # a file that shrank while read: the digest check downstream says so
+    raise paramiko.SSHException("sftp server answered a read with a bare OK")
 
 
 def _abs(path: str) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -251,3 +252,33 @@ def test_strict_kex_is_negotiated_with_the_hub(hub: Hub) -> None:
         assert transport.settings.require_strict_kex
         assert transport.negotiated()["strict_kex"] == "yes"
         assert transport.negotiated()["cipher"] == "aes128-gcm@openssh.com"
+
+
+def test_download_survives_small_requests_and_stalls_time_out(hub: Hub, proxy: TcpProxy) -> None:
+    """A download in many small requests returns the exact bytes; a stalled hub mid-download
+    fails as transient within the timeout and the next download succeeds."""
+    data = os.urandom(5_000_003)
+    (inbox(hub) / NAME).write_bytes(data)
+    (inbox(hub) / NAME).chmod(0o644)
+    transport = via(proxy, hub, io_timeout=2.0, io_size=40_000, read_requests=3)
+    out = io.BytesIO()
+    assert transport.get(FINAL, out, max_size=len(data)) == len(data)
+    assert out.getvalue() == data
+
+    proxy.throttle(500_000)  # 10 s for the file: the stall below lands mid-download
+    stall = threading.Timer(0.5, proxy.stall)
+    stall.start()
+    partial = io.BytesIO()
+    started = time.monotonic()
+    with pytest.raises(TransientTransportError):
+        transport.get(FINAL, partial, max_size=len(data))
+    stall.join()
+    assert time.monotonic() - started < 10
+    assert 0 < len(partial.getvalue()) < len(data)
+
+    proxy.stall(False)
+    proxy.throttle(None)
+    out = io.BytesIO()
+    transport.get(FINAL, out, max_size=len(data))
+    assert out.getvalue() == data
+    transport.close()
