@@ -1,0 +1,224 @@
+"""The daemon under bad input and faults (TESTPLAN A, C, D): the real ``exchange run`` as a
+subprocess against a real sshd hub."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+from pathlib import Path
+
+import pytest
+
+from exchange.core.delivery import DeliveryState
+from tests.support.sshd import Hub
+from tests.support.workspace import Workspace, csv_bytes, make_workspace, write_partner
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(name="ws")
+def fixture_ws(tmp_path: Path, hub: Hub) -> Workspace:
+    """A workspace whose immediate agreement 'mash' goes to both harness partners."""
+    ws = make_workspace(tmp_path / "ws", hub)
+    ws.agreement("mash", ["southend-uhft", "essex-police"])
+    return ws
+
+
+def _bad_inputs(ws: Workspace, tmp: Path) -> dict[str, str]:
+    """Create TESTPLAN A's refusals in the outbox; returns name -> expected reason code."""
+    box = ws.outbox("mash")
+    secret = tmp / "outside.csv"
+    secret.write_bytes(csv_bytes(1, "outside"))
+    (box / "link.csv").symlink_to(secret)
+    os.mkfifo(box / "pipe.csv")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(box / "sock.csv"))
+    server.close()
+    (box / "folder.csv").mkdir()
+    elsewhere = tmp / "hard.csv"
+    elsewhere.write_bytes(csv_bytes(1, "hard"))
+    os.link(elsewhere, box / "hardlink.csv")
+    (box / "empty.csv").write_bytes(b"")
+    (box / "extra.csv").write_bytes(csv_bytes(1, "x").replace(b"concern_category", b"NHS_number"))
+    (box / "latin1.csv").write_bytes(csv_bytes(1, "l") + "caf\xe9\n".encode("latin-1"))
+    (box / "big.csv").write_bytes(csv_bytes(1, "big") + b"x" * (2 << 20))
+    (box / "report.xlsx").write_bytes(b"PK\x03\x04 not allowed here")
+    (box / "-leading-dash.csv").write_bytes(csv_bytes(1, "dash"))
+    (box / b"bad\nname.csv".decode()).write_bytes(csv_bytes(1, "nl"))
+    return {
+        "link.csv": "symlink",
+        "pipe.csv": "not-regular-file",
+        "sock.csv": "not-regular-file",
+        "folder.csv": "not-regular-file",
+        "hardlink.csv": "hard-link",
+        "empty.csv": "empty",
+        "extra.csv": "schema-mismatch",
+        "latin1.csv": "encoding",
+        "big.csv": "too-large",
+        "report.xlsx": "format-not-allowed",
+        "-leading-dash.csv": "name-unsafe",
+        "bad\nname.csv": "name-unsafe",
+    }
+
+
+def test_refusals_are_quarantined_and_the_daemon_keeps_going(ws: Workspace, tmp_path: Path) -> None:
+    """Every TESTPLAN A refusal ends in quarantine with its reason and an incident, the
+    daemon keeps running, and a good file dropped afterwards is still delivered."""
+    expected = _bad_inputs(ws, tmp_path)
+    daemon = ws.start()
+    try:
+        with ws.ledger() as ledger:
+            daemon.wait_for(lambda: len(ledger.quarantined()) == len(expected), 30, "quarantine")
+            got = {q.original_name.decode(): q.reason.value for q in ledger.quarantined()}
+            assert expected == got
+            assert len(expected) == len(ledger.incidents())
+        ws.drop("mash", "good.csv", csv_bytes(3, "good"))
+        daemon.wait_event("delivery.sent", 2)
+        assert daemon.process.poll() is None
+    finally:
+        assert 0 == daemon.terminate()
+    assert [] == os.listdir(ws.outbox("mash"))
+    refused = [e for e in daemon.events() if e["event"] == "intake.refused"]
+    assert len(expected) == len(refused)
+    # File names are escaped in log lines: the newline never splits a line.
+    assert any(e["file"] == "bad\\nname.csv" for e in refused)
+    result = ws.exchange("status", "--json")
+    assert 1 == result.returncode
+    report = json.loads(result.stdout)
+    assert len(expected) == len(report["quarantined"]) == len(report["incidents"])
+
+
+def test_duplicate_content_is_flagged_not_resent(ws: Workspace) -> None:
+    """The same content dropped again is quarantined as a duplicate with an incident and
+    each partner still has exactly one delivery."""
+    data = csv_bytes(3, "dup")
+    daemon = ws.start()
+    try:
+        ws.drop("mash", "first.csv", data)
+        daemon.wait_event("delivery.sent", 2)
+        ws.drop("mash", "again.csv", data)
+        with ws.ledger() as ledger:
+            daemon.wait_for(lambda: len(ledger.quarantined()) == 1, 30, "duplicate")
+            (record,) = ledger.quarantined()
+            assert "duplicate" == record.reason.value
+            assert ["duplicate"] == [i.reason.value for i in ledger.incidents()]
+    finally:
+        assert 0 == daemon.terminate()
+    for partner in ("southend-uhft", "essex-police"):
+        assert 1 == len(ws.manifests(partner))
+
+
+def test_broken_partner_is_parked_and_delivered_after_the_fix(ws: Workspace) -> None:
+    """With southend-uhft's inbox unwritable, essex-police is delivered at once; southend's
+    delivery is parked with one incident, probed without a storm, and delivered once the
+    folder is fixed."""
+    inbox = ws.hub.partner_dir("southend-uhft") / "inbox"
+    mode = stat.S_IMODE(inbox.stat().st_mode)
+    inbox.chmod(0o2550)
+    daemon = ws.start()
+    try:
+        ws.drop("mash", "referrals.csv", csv_bytes(3, "broken"))
+        daemon.wait_for(lambda: len(ws.manifests("essex-police")) == 1, 30, "police delivered")
+        daemon.wait_event("delivery.parked")
+        assert [] == ws.finals("southend-uhft")
+        with ws.ledger() as ledger:
+            (incident,) = ledger.incidents()
+            assert ("permission", "southend-uhft") == (incident.reason.value, incident.partner)
+        inbox.chmod(mode)
+        daemon.wait_for(lambda: len(ws.manifests("southend-uhft")) == 1, 30, "southend delivered")
+    finally:
+        inbox.chmod(mode)
+        assert 0 == daemon.terminate()
+    parked = daemon.names().count("delivery.parked")
+    assert 1 <= parked <= 6  # probes back off: 1 s, 2 s, 4 s ...
+    with ws.ledger() as ledger:
+        assert {DeliveryState.SENT} == {d.state for d in ledger.deliveries()}
+
+
+def test_sigterm_during_upload_leaves_no_final_partial(ws: Workspace) -> None:
+    """SIGTERM while a large upload runs, with no grace: the upload is abandoned, its
+    temporary file removed, no final name exists, the daemon exits 0, and a restart sends it."""
+    ws.agreement("bulk", ["southend-uhft"], extra="", fields=None)
+    text = (ws.config_dir / "agreements" / "bulk.toml").read_text()
+    (ws.config_dir / "agreements" / "bulk.toml").write_text(
+        text.replace('max_size = "1 MiB"', 'max_size = "1 GiB"')
+    )
+    data = csv_bytes(2, "bulk") + b"y" * (300 << 20)
+    inbox = ws.hub.partner_dir("southend-uhft") / "inbox"
+    daemon = ws.start("--grace", "0")
+    try:
+        ws.drop("bulk", "bulk.csv", data)
+        daemon.wait_for(lambda: any(n.endswith(".part") for n in os.listdir(inbox)), 60, ".part")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert 0 == daemon.wait_dead(60)
+    finally:
+        daemon.kill()
+    assert [] == os.listdir(inbox)
+    assert "delivery.abandoned" in daemon.names()
+    with ws.ledger() as ledger:
+        (delivery,) = ledger.deliveries()
+        assert DeliveryState.RETRY_WAIT is delivery.state
+    again = ws.start()
+    try:
+        again.wait_for(lambda: len(ws.manifests("southend-uhft")) == 1, 120, "delivered")
+    finally:
+        assert 0 == again.terminate()
+
+
+def test_poison_file_is_quarantined_after_max_attempts(ws: Workspace) -> None:
+    """A delivery whose worker dies on every attempt is poisoned after --max-attempts
+    strikes and its spool copy moved to quarantine with an incident."""
+    ws.agreement("health", ["southend-uhft"])
+    ws.drop("health", "poison.csv", csv_bytes(3, "poison"))
+    for _ in range(2):  # attempt 1 dies; at restart strike 1, attempt 2 dies
+        crashing = ws.start("--max-attempts", "2", EXCHANGE_CRASH_AT="delivery.mid_upload")
+        assert -signal.SIGKILL == crashing.wait_dead(60), crashing.tail()
+    daemon = ws.start("--max-attempts", "2")
+    try:
+        with ws.ledger() as ledger:
+            daemon.wait_for(
+                lambda: [q.reason.value for q in ledger.quarantined()] == ["poisoned"], 30, "poison"
+            )
+            (delivery,) = ledger.deliveries()
+            assert DeliveryState.POISONED is delivery.state
+            assert {"poisoned"} == {i.reason.value for i in ledger.incidents()}
+    finally:
+        assert 0 == daemon.terminate()
+    assert [] == os.listdir(ws.root / "spool" / "health")
+    assert [] == ws.finals("southend-uhft")
+
+
+def test_config_swap_encrypts_only_to_the_configured_key(ws: Workspace) -> None:
+    """TESTPLAN E42: after a partner's key is re-pinned in its partner file, new deliveries
+    open with the new key only; the old key opens only what was sent before."""
+    ws.agreement("health", ["southend-uhft"])
+    daemon = ws.start()
+    try:
+        ws.drop("health", "before.csv", csv_bytes(2, "before"))
+        daemon.wait_event("delivery.sent")
+    finally:
+        assert 0 == daemon.terminate()
+    old_identity = ws.identities["southend-uhft"]
+    (before,) = [n for n in ws.finals("southend-uhft") if not n.endswith(".manifest.age")]
+    new_dir = ws.root / "new-identities"
+    new_dir.mkdir()
+    new_identity = write_partner(ws, "southend-uhft", new_dir)
+    daemon = ws.start()
+    try:
+        ws.drop("health", "after.csv", csv_bytes(2, "after"))
+        daemon.wait_event("delivery.sent")
+    finally:
+        assert 0 == daemon.terminate()
+    (after,) = [
+        n for n in ws.finals("southend-uhft") if not n.endswith(".manifest.age") and n != before
+    ]
+    ws.identities["southend-uhft"] = new_identity
+    assert csv_bytes(2, "after") == ws.decrypt("southend-uhft", after)
+    with pytest.raises(AssertionError, match="no identity matched"):
+        ws.decrypt("southend-uhft", before)
+    ws.identities["southend-uhft"] = old_identity
+    with pytest.raises(AssertionError, match="no identity matched"):
+        ws.decrypt("southend-uhft", after)
