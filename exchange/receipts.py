@@ -16,6 +16,8 @@ Rules (FORMAT.md §5.2 is the order of checks):
    changes nothing, TESTPLAN 46). Then the delivery's files are removed from the partner's
    folder (manifest first, so a reader never sees a manifest without its payload), and the
    receipt last: a crash in between leaves the receipt, and the next run repeats the removal.
+   A partner reading its own ``inbox/`` cannot delete there; the hub's owner removes its
+   receipt once the delivery it answers is gone from the partner's ``outbox/``.
 4. Deliveries not acknowledged within their agreement's acknowledgement window are returned
    by :func:`overdue_deliveries` and logged as warnings.
 """
@@ -89,6 +91,9 @@ class ReceiptRoute:
     receipts: str
     receipts_folder: Folder
     deliveries: str
+    #: Whether we may delete a processed receipt. Not in a partner's own ``inbox/``, which it
+    #: can only read: the hub's owner removes its receipts there once we removed the delivery.
+    remove_receipt: bool = True
 
 
 def hub_routes(config: Config) -> list[ReceiptRoute]:
@@ -101,7 +106,7 @@ def hub_routes(config: Config) -> list[ReceiptRoute]:
 
 def partner_routes() -> list[ReceiptRoute]:
     """A partner's own hub folder: receipts in ``inbox/`` for what it sent from ``outbox/``."""
-    return [ReceiptRoute(None, "inbox", Folder.INBOX, "outbox")]
+    return [ReceiptRoute(None, "inbox", Folder.INBOX, "outbox", remove_receipt=False)]
 
 
 class ReceiptResult(enum.Enum):
@@ -383,7 +388,8 @@ class _Collector:
         try:
             for name in (names.manifest, names.payload):
                 self.transport.remove(f"{route.deliveries}/{name}")
-            self.transport.remove(remote)
+            if route.remove_receipt:
+                self.transport.remove(remote)
         except TransportError as error:
             self.log.warning("receipt.cleanup_deferred", remote_name=remote, error=error.message)
 

@@ -13,9 +13,9 @@ Rules (FORMAT.md §5.1 is the order of checks; this module only adds the I/O aro
    from the ledger row (Ed25519 is deterministic, so the bytes are the same), is uploaded
    again only if it is no longer on the hub.
 4. Order of effects for a good delivery: file (link onto the final name) → ledger row →
-   receipt upload → (our own hub only) remove the delivery. A crash between any two is
-   repaired by the next run: the filing is found by content, the row by hash, and the
-   receipt is re-sent.
+   receipt upload. A crash between any two is repaired by the next run: the filing is found
+   by content, the row by hash, and the receipt is re-sent. The delivery itself is removed
+   by its sender once it verified the receipt, never by us.
 5. A manifest that did not verify gets no receipt (FORMAT.md §4.4: we know of no delivery)
    and no ledger row; it raises an incident, de-duplicated per file and reason, so a file
    that stays on the hub is counted, not re-reported. A verified manifest whose delivery
@@ -220,6 +220,7 @@ class Receiver:
         present = self._receipts_present(route)
         for item in fetched:
             outcomes.append(self._process(route, item, payloads.get(item.stem), present))
+        self._clean_receipts(route, present, set(manifests) | set(payloads))
         incidents += [o.incident for o in outcomes if o.incident is not None]
         return PullReport(tuple(outcomes), unexpected, listing.truncated, tuple(incidents))
 
@@ -308,7 +309,6 @@ class Receiver:
             return self._reject(route, item, opened, refused.reason, refused.detail)
         row = self._record(opened, Status.ACCEPTED, None, str(path), manifest.plaintext_sha256)
         sent = self._answer(route, item.stem, opened, row)
-        self._remove(route, item.stem)
         self.log.info(
             "pull.filed",
             sender=manifest.sender,
@@ -387,7 +387,6 @@ class Receiver:
         sent = False
         if item.stem not in present:
             sent = self._answer(route, item.stem, opened, seen)
-        self._remove(route, item.stem)
         self.log.info("pull.duplicate", sender=seen.sender, delivery=seen.delivery)
         return self._outcome(item.stem, Result.DUPLICATE, opened, receipt_sent=sent)
 
@@ -405,7 +404,6 @@ class Receiver:
             format_reason=reason.value,
         )
         sent = self._answer(route, item.stem, opened, row)
-        self._remove(route, item.stem)
         self.log.error(
             "pull.rejected",
             sender=manifest.sender,
@@ -493,14 +491,17 @@ class Receiver:
         self.log.info("receipt.sent", sender=row.sender, delivery=row.delivery, state=row.status)
         return True
 
-    def _remove(self, route: Route, stem: str) -> None:
-        if not route.remove_processed:
+    def _clean_receipts(self, route: Route, present: set[str], stems: set[str]) -> None:
+        """Remove our receipts whose delivery the sender has removed (see Route)."""
+        if not route.clean_receipts:
             return
-        for kind in (FileKind.MANIFEST, FileKind.PAYLOAD):
+        for stem in sorted(present - stems):
             try:
-                self.transport.remove(f"{route.deliveries}/{stem}{kind.value}")
+                self.transport.remove(route.receipt_path(stem))
             except TransportError as error:
-                self.log.warning("pull.remove_deferred", remote_name=stem, error=error.message)
+                self.log.warning(
+                    "pull.receipt_cleanup_deferred", remote_name=stem, error=error.message
+                )
                 return
 
     def _receipts_present(self, route: Route) -> set[str]:

@@ -27,9 +27,12 @@ class Route:
     #: Senders whose manifests may appear here; None means every configured partner. In a
     #: partner's ``outbox/`` on our hub only that partner can have written.
     senders: frozenset[str] | None
-    #: Whether we may remove a processed delivery (true in a partner's ``outbox/`` on our
-    #: hub; a partner cannot write its own ``inbox/``, the sender cleans it up).
-    remove_processed: bool
+    #: Whether we remove our receipts once the sender removed the delivery they answer. The
+    #: sender removes its own delivery after verifying our receipt (FORMAT.md §6.2, and
+    #: docs/hub.md): in a partner's ``outbox/`` on our hub that is the partner, and our
+    #: receipts in its ``inbox/``, which it cannot delete, are then ours to remove. At a
+    #: partner, the hub's owner removes both.
+    clean_receipts: bool
 
     def receipt_path(self, stem: str) -> str:
         return f"{self.receipts}/{stem}.receipt.age"
@@ -37,7 +40,7 @@ class Route:
 
 def pull_route() -> Route:
     """A partner's view of its own hub folder (``exchange pull``)."""
-    return Route("inbox", Folder.INBOX, "receipts", None, remove_processed=False)
+    return Route("inbox", Folder.INBOX, "receipts", None, clean_receipts=False)
 
 
 def inbound_route(partner: Partner) -> Route:
@@ -48,7 +51,7 @@ def inbound_route(partner: Partner) -> Route:
         Folder.OUTBOX,
         f"{folder}/inbox",
         frozenset({partner.id}),
-        remove_processed=True,
+        clean_receipts=True,
     )
 
 
