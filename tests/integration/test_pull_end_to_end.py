@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import pytest
 
 from exchange import keys, pull, receipts
 from exchange.core.delivery import DeliveryState
+from tests.integration.test_format_doc import _section, _shell_blocks
 from tests.support.deliveries import AGREEMENT, PLAINTEXT, Orgs, make_delivery, make_orgs, upload
 from tests.support.sshd import Hub
 
@@ -172,3 +174,50 @@ def test_exchange_pull_command(orgs: Orgs) -> None:
         outcome["delivery"],
         outcome["receipt_sent"],
     )
+
+
+@pytest.mark.integration
+def test_partner_without_exchange_uses_stock_tools(orgs: Orgs, tmp_path: Path) -> None:
+    """A partner with only sftp, age, openssl and coreutils fetches, verifies, decrypts and
+    answers a delivery made by exchange, running FORMAT.md §10's commands as written (the
+    blocks test_format_doc runs), and the sender's collector accepts that receipt."""
+    delivery, stem = _deliver(orgs)
+    partner = orgs.partners[PARTNER]
+    work = tmp_path / "by-hand"
+    work.mkdir()
+    shutil.copyfile(partner.key_paths.age_identity, work / "key.txt")
+    shutil.copyfile(partner.key_paths.signing_key, work / "signing-ed25519.pem")
+    for private in ("key.txt", "signing-ed25519.pem"):
+        (work / private).chmod(0o600)
+    shutil.copyfile(orgs.hub.known_hosts, work / "hub_known_hosts")
+    card = orgs.cc.card()
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(work),
+        "LC_ALL": "C",
+        "HUB_HOST": orgs.hub.host,
+        "HUB_PORT": str(orgs.hub.port),
+        "HUB_LOGIN": PARTNER,
+        "SSH_KEY": str(partner.key_paths.ssh_key),
+        "SENDER_KEY": card.signing_key,
+        "SENDER_AGE": card.age_recipient,
+        "NAME": stem,
+    }
+    script = "\n".join(_shell_blocks(_section("10. Verifying by hand")))
+    result = subprocess.run(
+        ["bash", "-e", "-u", "-o", "pipefail", "-c", script],
+        cwd=work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert 0 == result.returncode, result.stdout + result.stderr
+    assert "Signature Verified Successfully" in result.stdout
+    assert PLAINTEXT == (work / "dataset.out").read_bytes()
+    orgs.hub.normalise()
+    collected = _collect(orgs)
+    assert [receipts.ReceiptResult.ACKNOWLEDGED] == [o.result for o in collected.outcomes]
+    with orgs.ledger(orgs.cc) as ledger:
+        assert DeliveryState.ACKNOWLEDGED == ledger.get_delivery(delivery).state
