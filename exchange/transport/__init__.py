@@ -4,6 +4,8 @@ Import from here. Only :mod:`exchange.transport.sftp` imports paramiko; see
 :mod:`exchange.transport.port` for the rules every transport follows.
 """
 
+from typing import TYPE_CHECKING
+
 from exchange.transport.port import (
     AtomicUpload,
     AtomicWriter,
@@ -44,3 +46,12 @@ __all__ = [
     "Transport",
     "UnsupportedServerError",
 ]
+
+if TYPE_CHECKING:
+    from exchange.transport.memory import MemoryTransport
+
+    def _conforms(
+        sftp: SftpTransport, memory: MemoryTransport, retrying: RetryingTransport
+    ) -> tuple[Transport, Transport, Transport]:
+        """Static check (age's ``var _ Recipient = ...``): every transport meets the port."""
+        return sftp, memory, retrying
