@@ -286,3 +286,36 @@ def write_partner(workspace: Workspace, partner: str, ids: Path) -> Path:
 
 def check_config(workspace: Workspace) -> None:
     load_config(workspace.config_dir)
+
+
+def make_offline_workspace(folder: Path, partners: Iterable[str] = PARTNERS) -> Workspace:
+    """A workspace for in-process daemons over a fake transport: no hub, no pinned key."""
+
+    @dataclass
+    class _NoHub:
+        host: str = "127.0.0.1"
+        port: int = 9
+        keys: dict[str, tuple[Path, str]] = field(default_factory=dict)
+
+        def login(self, name: str) -> tuple[Path, str]:
+            return self.keys[name]
+
+    ops.init_workspace(
+        folder,
+        org_id=ORGANISATION,
+        org_name="Essex County Council",
+        ico="Z2120726",
+        hub_host="127.0.0.1",
+        hub_port=9,
+        template=(REPO / "exchange" / "data" / "exchange.toml.template").read_text("utf-8"),
+        keys_readme="test keys\n",
+    )
+    keys_mod.generate(folder / "keys", ORGANISATION, now=datetime.now(UTC))
+    workspace = Workspace(folder.resolve(), _NoHub())  # type: ignore[arg-type]
+    ids = folder / "partner-identities"
+    ids.mkdir(mode=0o700)
+    ssh_line = (folder / "keys" / f"{keys_mod.SSH_KEY}.pub").read_text("utf-8").strip()
+    for partner in partners:
+        workspace.hub.keys[partner] = (Path("/nonexistent"), ssh_line)
+        workspace.identities[partner] = write_partner(workspace, partner, ids)
+    return workspace

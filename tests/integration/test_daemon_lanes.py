@@ -1,0 +1,138 @@
+"""The daemon in-process over the in-memory hub (``MemoryTransport``): per-partner lanes,
+retry pacing and parking, driven by fault knobs instead of a real network. No sshd needed,
+but a real ledger file, real folders and a real watcher."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from exchange.clock import SystemClock
+from exchange.config import load_config
+from exchange.core.delivery import DeliveryState
+from exchange.errors import PermanentTransportError
+from exchange.ledger import Ledger
+from exchange.service import Daemon, Settings
+from exchange.transport.memory import MemoryFaults, MemoryHub, MemoryTransport
+from exchange.transport.port import AtomicUpload
+from tests.support.workspace import Workspace, csv_bytes, make_offline_workspace
+
+FAST = Settings(
+    settle_seconds=0.2,
+    rescan_seconds=1,
+    tick_seconds=0.2,
+    grace_seconds=2,
+    retry_base_seconds=1,
+    retry_cap_seconds=2,
+    park_probe_seconds=0.5,
+)
+
+
+class DenyFolder(MemoryTransport):
+    """A memory hub connection that refuses uploads into one partner's folder."""
+
+    denied: set[str]
+
+    def open_atomic(self, remote_final: str, *, expected_size: int | None = None) -> AtomicUpload:
+        if remote_final.split("/")[0] in self.denied:
+            raise PermanentTransportError(f"{remote_final}: permission denied")
+        return super().open_atomic(remote_final, expected_size=expected_size)
+
+
+@pytest.fixture(name="ws")
+def fixture_ws(tmp_path: Path) -> Workspace:
+    """An offline workspace with agreement 'mash' to both partners."""
+    ws = make_offline_workspace(tmp_path / "ws")
+    ws.agreement("mash", ["southend-uhft", "essex-police"])
+    return ws
+
+
+@pytest.fixture(name="memory_hub")
+def fixture_memory_hub() -> MemoryHub:
+    """An in-memory hub with both partners' inboxes."""
+    hub = MemoryHub()
+    for partner in ("southend-uhft", "essex-police"):
+        hub.mkdirs(f"{partner}/inbox")
+    return hub
+
+
+def run_daemon(ws: Workspace, factory: Callable[[], MemoryTransport]) -> Iterator[Daemon]:
+    daemon = Daemon(
+        load_config(ws.config_dir), clock=SystemClock(), settings=FAST, transport_factory=factory
+    )
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    try:
+        yield daemon
+    finally:
+        daemon.stop()
+        thread.join(15)
+        assert not thread.is_alive()
+
+
+def wait(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def finals(hub: MemoryHub, partner: str) -> list[str]:
+    return sorted(p for p in hub.files if p.startswith(f"{partner}/inbox/") and "/." not in p)
+
+
+def test_hub_down_retries_with_backoff_not_a_storm(ws: Workspace, memory_hub: MemoryHub) -> None:
+    """With the hub refusing connections for a while, each partner's lane waits between
+    attempts (backoff 1-2 s) instead of hammering it, and delivers when it comes back."""
+    faults = MemoryFaults(refuse_connects=10_000)
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub, faults))
+    daemon = next(gen)
+    try:
+        ws.drop("mash", "a.csv", csv_bytes(2, "down"))
+        time.sleep(4.0)
+        refused = 10_000 - faults.refuse_connects
+        # Two lanes, one attempt per backoff (>= 0.5 s, then >= 1 s): a handful, not hundreds.
+        assert 2 <= refused <= 16
+        faults.refuse_connects = 0
+        wait(lambda: len(finals(memory_hub, "southend-uhft")) == 2)
+        wait(lambda: len(finals(memory_hub, "essex-police")) == 2)
+    finally:
+        gen.close()
+    with Ledger.open(ws.root / "state" / "ledger.sqlite3") as ledger:
+        assert {DeliveryState.SENT} == {d.state for d in ledger.deliveries()}
+    assert daemon.stopped.is_set()
+
+
+def test_permanent_failure_parks_one_partner_only(ws: Workspace, memory_hub: MemoryHub) -> None:
+    """A permanent refusal for southend-uhft parks its deliveries with one incident while
+    essex-police is delivered; after the fix the probe delivers southend's too."""
+    denied = {"southend-uhft"}
+
+    def factory() -> MemoryTransport:
+        transport = DenyFolder(memory_hub)
+        transport.denied = denied
+        return transport
+
+    gen = run_daemon(ws, factory)
+    daemon = next(gen)
+    try:
+        for i in range(3):
+            ws.drop("mash", f"f{i}.csv", csv_bytes(2, f"park{i}"))
+        wait(lambda: len(finals(memory_hub, "essex-police")) == 6)
+        ledger = daemon.ctx.ledger
+        wait(lambda: len(ledger.deliveries(DeliveryState.PARKED)) == 3)
+        assert [] == finals(memory_hub, "southend-uhft")
+        incidents = ledger.incidents()
+        assert 1 == len(incidents)
+        assert ("permission", "southend-uhft") == (incidents[0].reason.value, incidents[0].partner)
+        denied.clear()
+        wait(lambda: len(finals(memory_hub, "southend-uhft")) == 6)
+        wait(lambda: {d.state for d in ledger.deliveries()} == {DeliveryState.SENT})
+    finally:
+        gen.close()
