@@ -383,10 +383,11 @@ def notes(
         "so wall time is about CPU/2 with a free second core and about CPU without one.",
         "- what limits age: one core: Go's ChaCha20-Poly1305 plus 64 KiB read/write system "
         "calls (most of its CPU is system time); it computes no hash.",
-        "- tried and measured during development (1 GiB, same machine, one interleaved "
-        "session): one thread per consumer (plaintext hash, ciphertext hash, writer: 4 "
-        "threads in all) 1.12-1.34 s against 1.03-1.06 s for the two-thread split kept; "
-        "4 MiB batches 1.16-1.56 s against 1 MiB (a 1 MiB batch stays in L2 between the "
+        "- tried during development (encrypt only, 1 GiB, in-process, two sessions of "
+        "2-3 interleaved runs on the same loaded machine, so indicative only): one thread "
+        "per consumer (plaintext hash, ciphertext hash, writer: 4 threads in all) best "
+        "1.12-1.36 s against 1.03-1.17 s for the two-thread split kept; 4 MiB batches "
+        "1.16-1.56 s against 1 MiB (our guess: a 1 MiB batch stays in cache between the "
         "hash and the cipher); batches of 256-512 KiB were no better than 1 MiB.",
         "- not tried: hashing the ciphertext in the producer and the plaintext in the "
         "worker (same total), or a native helper to fuse hash and cipher in one pass.",
