@@ -75,7 +75,7 @@ def assert_consistent(ws: Workspace, data: bytes) -> None:
 
 def test_every_named_point_is_covered() -> None:
     """Each crash point of the delivery path is in the daemon's list, and the list has no
-    point this module or the quarantine test leaves untested."""
+    point this module leaves untested."""
     others = {
         "quarantine.after_reason_file",
         "quarantine.after_move",
@@ -135,3 +135,41 @@ def test_kill_while_quarantining(ws: Workspace, point: str) -> None:
         assert "schema-mismatch" == record.reason.value
         assert [record.incident] == [i.id for i in ledger.incidents()]
         assert [] == ledger.deliveries()
+
+
+def test_kill_after_run_recorded(tmp_path: Path, hub: Hub) -> None:
+    """Killed right after a missed weekly run was recorded: the restart marks it done and the
+    waiting file is delivered once; no run is left undone and no second run is recorded."""
+    ws = make_workspace(tmp_path / "ws", hub)
+    ws.agreement("weekly", ["southend-uhft"], schedule='frequency = "cron"\ncron = "0 7 * * MON"')
+    sunday, wednesday = "2026-06-07T12:00:00+00:00", "2026-06-10T09:00:00+00:00"
+    daemon = ws.start(EXCHANGE_FAKE_NOW=sunday)
+    try:
+        ws.drop("weekly", "week.csv", csv_bytes(3, "run"))
+        daemon.wait_event("dataset.recorded")
+    finally:
+        assert 0 == daemon.terminate()
+    crashing = ws.start(
+        EXCHANGE_FAKE_NOW=wednesday, EXCHANGE_CRASH_AT="schedule.after_run_recorded"
+    )
+    assert -signal.SIGKILL == crashing.wait_dead(60), crashing.tail()
+    with ws.ledger() as ledger:
+        assert 1 == len(ledger.runs_not_done())
+    daemon = ws.start(EXCHANGE_FAKE_NOW=wednesday)
+    try:
+        daemon.wait_for(lambda: len(ws.manifests("southend-uhft")) == 1, 30, "delivered")
+        assert "schedule.run" not in daemon.names()
+    finally:
+        assert 0 == daemon.terminate()
+    with ws.ledger() as ledger:
+        assert [] == ledger.runs_not_done()
+        last = ledger.last_run("weekly")
+        assert last is not None and "2026-06-08T06:00:00+00:00" == last.due_at.isoformat()
+    assert 2 == len(ws.finals("southend-uhft"))
+
+
+def test_design_doc_names_every_crash_point() -> None:
+    """docs/DESIGN.md's write-ordering section names every crash point the code has."""
+    design = (Path(__file__).resolve().parents[2] / "docs" / "DESIGN.md").read_text("utf-8")
+    section = design[design.index("## Write-ordering invariants") :]
+    assert [] == [point for point in CRASH_POINTS if f"`{point}`" not in section]
