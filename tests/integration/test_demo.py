@@ -15,8 +15,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.mark.integration
 def test_demo_passes_and_cleans_up() -> None:
-    """The demo exits 0, narrates every step as verified, and leaves no workspace or hub
-    folder behind."""
+    """The demo exits 0, narrates every step as verified (``exchange status`` shows both
+    deliveries acknowledged), and leaves no workspace or hub folder behind."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
     result = subprocess.run(
         [sys.executable, "-m", "exchange", "demo"],
@@ -34,6 +34,8 @@ def test_demo_passes_and_cleans_up() -> None:
     assert any("southend-uhft: filed" in line and "identical bytes" in line for line in lines)
     assert any("essex-police: receipt verified, delivery acknowledged" in line for line in lines)
     assert any("schema-mismatch" in line and "nhs_number" in line for line in lines)
+    for partner in ("southend-uhft", "essex-police"):
+        assert any(f"| partner {partner}:" in line and "1 acknowledged" in line for line in lines)
     first = lines[0]
     base = Path(first.split("workspaces in ")[1].split(",")[0])
     hub_root = Path(first.split("hub in ")[1])
