@@ -113,6 +113,8 @@ class Settings:
     park_probe_seconds: float = 900.0
     #: Receipt collection, when a collector is plugged in.
     receipts_seconds: float = 300.0
+    #: Check that each outbox path still leads to the folder held open (TESTPLAN A2).
+    revalidate_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         for name in (
@@ -125,6 +127,7 @@ class Settings:
             "retry_cap_seconds",
             "park_probe_seconds",
             "receipts_seconds",
+            "revalidate_seconds",
         ):
             if getattr(self, name) < 0:
                 raise UsageError(f"daemon setting {name}: must not be negative")

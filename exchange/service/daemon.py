@@ -36,7 +36,7 @@ from exchange.core.delivery import DeliveryState
 from exchange.errors import ConfigError, ExchangeError
 from exchange.ledger import Ledger
 from exchange.model import ReasonCode, Sha256
-from exchange.outbox import Outbox, Quarantined
+from exchange.outbox import Outbox, OutboxMoved, Quarantined
 from exchange.scheduler import Wakeups
 from exchange.service import due
 from exchange.service.context import Context, Settings, crash_point
@@ -112,14 +112,20 @@ class Daemon:
         self.watcher: OutboxWatcher | None = None
         self.intake: Intake | None = None
         self.stopped = threading.Event()
+        self._stop_reason = "requested"
+        self._revalidate = threading.Event()
+        #: Agreements whose outbox moved under us (TESTPLAN A2): intake paused until restart.
+        self.paused: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def stop(self, reason: str = "requested") -> None:
+        """Ask the daemon to stop; safe from a signal handler (it only sets events: logging
+        here could deadlock on the log stream's lock held by the interrupted code)."""
         if not self.ctx.stopping.is_set():
-            _log.info("daemon.stopping", reason=reason, pid=os.getpid())
+            self._stop_reason = reason
         self.ctx.stopping.set()
-        for lane in self.lanes.values():
+        for lane in list(self.lanes.values()):
             lane.wake.set()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -149,6 +155,7 @@ class Daemon:
             wakeups.every("rescan", s.rescan_seconds, self._rescan.set)
             wakeups.every("health", s.health_seconds, self._health.set)
             wakeups.every("reconcile", s.tick_seconds, self._wake_lanes)
+            wakeups.every("revalidate", s.revalidate_seconds, self._revalidate.set)
             if self._receipts is not None:
                 # Runs on the scheduler's own thread with its own hub connection, so a slow
                 # hub folder never holds up intake or the lanes.
@@ -184,6 +191,7 @@ class Daemon:
             lane.wake.set()
 
     def _shutdown(self) -> None:
+        _log.info("daemon.stopping", reason=self._stop_reason, pid=os.getpid())
         self.ctx.stopping.set()
         if self.watcher is not None:
             self.watcher.stop()
@@ -213,13 +221,17 @@ class Daemon:
             if self._rescan.is_set():
                 self._rescan.clear()
                 intake.retain(watcher.rescan())
+            if self._revalidate.is_set():
+                self._revalidate.clear()
+                self._revalidate_outboxes()
             if self._health.is_set():
                 self._health.clear()
                 if not watcher.healthy():
                     _log.error("watcher.unhealthy", count=watcher.handler_failures)
                     watcher.restart()
             for candidate in watcher.queue.drain():
-                intake.offer(candidate)
+                if candidate.agreement not in self.paused:
+                    intake.offer(candidate)
             before = len(intake.watching)
             next_look = intake.poll()
             if len(intake.watching) < before:
@@ -231,8 +243,35 @@ class Daemon:
             if next_look is not None:
                 wait = min(wait, max(0.0, next_look - self.ctx.clock.monotonic()))
             item = watcher.queue.get(timeout=max(wait, 0.01))
-            if item is not None:
+            if item is not None and item.agreement not in self.paused:
                 intake.offer(item)
+
+    def _revalidate_outboxes(self) -> None:
+        """TESTPLAN A2: an outbox (or a parent) swapped for a link or another directory
+        pauses that agreement's intake, with an incident, until ops restart the daemon."""
+        assert self.intake is not None
+        for agreement_id, outbox in self.outboxes.items():
+            if agreement_id in self.paused:
+                continue
+            try:
+                outbox.revalidate()
+            except OutboxMoved as error:
+                self.paused.add(agreement_id)
+                self.intake.pause(agreement_id)
+                incident = self.ctx.ledger.open_incident(
+                    reason=ReasonCode.SYMLINK,
+                    now=self.ctx.now(),
+                    agreement=agreement_id,
+                    context={"error": error.message},
+                    dedupe_key=f"outbox-moved:{agreement_id}",
+                )
+                _log.error(
+                    "intake.paused",
+                    agreement=agreement_id,
+                    error=error.message,
+                    hint=error.hint,
+                    incident=incident.id,
+                )
 
     def _collect_receipts(self) -> None:
         if self._receipts is None or self.ctx.stopping.is_set():

@@ -100,6 +100,12 @@ class Intake:
             for item in outbox.quarantined():
                 record_quarantined(self.ctx, item)
 
+    def pause(self, agreement_id: str) -> None:
+        """Stop looking at an agreement's outbox (it moved under us)."""
+        for candidate in [c for c in self.watching if c.agreement == agreement_id]:
+            self._done(candidate)
+        self.outboxes.pop(agreement_id, None)
+
     def offer(self, candidate: CandidateName) -> None:
         """A name worth a look (an event or a rescan)."""
         if candidate.agreement in self.outboxes and candidate not in self.watching:

@@ -35,7 +35,7 @@ from exchange.core import delivery as lifecycle
 from exchange.core.delivery import DeliveryState, next_attempt_at
 from exchange.errors import HostKeyError, TransportError
 from exchange.ledger import Delivery
-from exchange.model import ReasonCode
+from exchange.model import ReasonCode, VersionKind
 from exchange.service import due
 from exchange.service.context import Context
 from exchange.service.deliver import (
@@ -80,6 +80,8 @@ class Lane(threading.Thread):
         self._reconciled = False
         self._hold_until = 0.0  # monotonic: no attempt before this (transient backoff)
         self._probe_delay = ctx.settings.park_probe_seconds
+        #: Version kinds never change (versions are append-only), so they are cached.
+        self._kinds: dict[int, VersionKind] = {}
         self.busy = False
 
     # -- thread ------------------------------------------------------------------------------
@@ -179,7 +181,7 @@ class Lane(threading.Thread):
                 agreement=agreement,
                 partner=partner,
                 state=delivery.state,
-                kind=ctx.ledger.get_version(delivery.version).kind,
+                kind=self._kind(delivery.version),
                 taken_at=delivery.created_at,
                 next_attempt_at=delivery.next_attempt_at,
                 last_run=last_run,  # type: ignore[arg-type]
@@ -197,6 +199,12 @@ class Lane(threading.Thread):
             elif isinstance(verdict, due.Due):
                 found.append(delivery)
         return found
+
+    def _kind(self, version_id: int) -> VersionKind:
+        kind = self._kinds.get(version_id)
+        if kind is None:
+            kind = self._kinds[version_id] = self.ctx.ledger.get_version(version_id).kind
+        return kind
 
     # -- one attempt -------------------------------------------------------------------------
 

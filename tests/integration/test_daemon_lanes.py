@@ -29,6 +29,8 @@ FAST = Settings(
     retry_base_seconds=1,
     retry_cap_seconds=2,
     park_probe_seconds=0.5,
+    health_seconds=0.3,
+    revalidate_seconds=0.3,
 )
 
 
@@ -134,5 +136,50 @@ def test_permanent_failure_parks_one_partner_only(ws: Workspace, memory_hub: Mem
         denied.clear()
         wait(lambda: len(finals(memory_hub, "southend-uhft")) == 6)
         wait(lambda: {d.state for d in ledger.deliveries()} == {DeliveryState.SENT})
+    finally:
+        gen.close()
+
+
+def test_dead_observer_is_restarted_and_files_still_flow(
+    ws: Workspace, memory_hub: MemoryHub
+) -> None:
+    """TESTPLAN D37: the watcher's observer thread dies; the health check restarts it, and a
+    file dropped afterwards is delivered."""
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub))
+    daemon = next(gen)
+    try:
+        wait(lambda: daemon.watcher is not None and daemon.watcher.is_alive())
+        assert daemon.watcher is not None
+        observer = daemon.watcher._observer
+        observer.stop()
+        observer.join(5)
+        wait(lambda: daemon.watcher is not None and daemon.watcher._observer is not observer)
+        wait(lambda: daemon.watcher is not None and daemon.watcher.is_alive())
+        ws.drop("mash", "after-restart.csv", csv_bytes(2, "health"))
+        wait(lambda: len(finals(memory_hub, "essex-police")) == 2)
+    finally:
+        gen.close()
+
+
+def test_outbox_swapped_for_a_link_pauses_that_agreement(
+    ws: Workspace, memory_hub: MemoryHub, tmp_path: Path
+) -> None:
+    """TESTPLAN A2: an outbox replaced by a symbolic link pauses intake for that agreement
+    with an incident; nothing dropped through the link is taken."""
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub))
+    daemon = next(gen)
+    try:
+        wait(lambda: daemon.watcher is not None and daemon.watcher.is_alive())
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        box = ws.outbox("mash")
+        box.rename(tmp_path / "old-outbox")
+        box.symlink_to(elsewhere)
+        wait(lambda: "mash" in daemon.paused)
+        (elsewhere / "through-link.csv").write_bytes(csv_bytes(2, "link"))
+        time.sleep(1.0)
+        ledger = daemon.ctx.ledger
+        assert [] == ledger.deliveries()
+        assert ["symlink"] == [i.reason.value for i in ledger.incidents()]
     finally:
         gen.close()
