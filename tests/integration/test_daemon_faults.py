@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
 
 from exchange.core.delivery import DeliveryState
 from tests.support.sshd import Hub
+from tests.support.tcpproxy import TcpProxy
 from tests.support.workspace import Workspace, csv_bytes, make_workspace, write_partner
 
 pytestmark = pytest.mark.integration
@@ -222,3 +224,59 @@ def test_config_swap_encrypts_only_to_the_configured_key(ws: Workspace) -> None:
     ws.identities["southend-uhft"] = old_identity
     with pytest.raises(AssertionError, match="no identity matched"):
         ws.decrypt("southend-uhft", after)
+
+
+def _through_proxy(ws: Workspace, proxy: TcpProxy) -> None:
+    main = ws.config_dir / "exchange.toml"
+    text = main.read_text("utf-8")
+    main.write_text(text.replace(f"port = {ws.hub.port}", f"port = {proxy.port}"), "utf-8")
+
+
+def test_hub_down_then_back_delivers_without_a_storm(ws: Workspace) -> None:
+    """TESTPLAN C23: with the hub unreachable the file waits and each lane retries on a
+    backoff (a handful of attempts, not a busy loop); when the hub is back it is delivered."""
+    with TcpProxy((ws.hub.host, ws.hub.port)) as proxy:
+        _through_proxy(ws, proxy)
+        proxy.down()
+        daemon = ws.start()
+        try:
+            ws.drop("mash", "waiting.csv", csv_bytes(3, "down"))
+            daemon.wait_event("dataset.recorded")
+            time.sleep(4.0)
+            unavailable = daemon.names().count("lane.hub_unavailable")
+            assert 2 <= unavailable <= 12  # two lanes, 1-2 s apart
+            assert [] == ws.finals("southend-uhft")
+            proxy.up()
+            daemon.wait_for(
+                lambda: all(len(ws.manifests(p)) == 1 for p in ("southend-uhft", "essex-police")),
+                30,
+                "delivered after the hub came back",
+            )
+        finally:
+            assert 0 == daemon.terminate()
+
+
+def test_connection_cut_mid_upload_is_retried_to_one_final_file(ws: Workspace) -> None:
+    """TESTPLAN C24: the connection is reset part-way through the payload; the attempt fails
+    as transient, is retried, and the partner ends with exactly one complete delivery."""
+    ws.agreement("health", ["southend-uhft"], fields=None)
+    text = (ws.config_dir / "agreements" / "health.toml").read_text()
+    (ws.config_dir / "agreements" / "health.toml").write_text(
+        text.replace('max_size = "1 MiB"', 'max_size = "64 MiB"')
+    )
+    data = csv_bytes(2, "cut") + b"z" * (8 << 20)
+    with TcpProxy((ws.hub.host, ws.hub.port)) as proxy:
+        _through_proxy(ws, proxy)
+        daemon = ws.start()
+        try:
+            daemon.wait_event("lane.reconciled", 2)
+            proxy.cut_at(proxy.upstream_total + (2 << 20))
+            ws.drop("health", "big.csv", data)
+            daemon.wait_for(lambda: len(ws.manifests("southend-uhft")) == 1, 60, "delivered")
+            assert "delivery.failed" in daemon.names()
+        finally:
+            assert 0 == daemon.terminate()
+    names = ws.inbox("southend-uhft")
+    assert 2 == len(names) and not [n for n in names if n.startswith(".")], names
+    (payload,) = [n for n in names if not n.endswith(".manifest.age")]
+    assert data == ws.decrypt("southend-uhft", payload)
