@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 
@@ -82,20 +82,18 @@ class Lane(threading.Thread):
         self._probe_delay = ctx.settings.park_probe_seconds
         #: Version kinds never change (versions are append-only), so they are cached.
         self._kinds: dict[int, VersionKind] = {}
-        self.busy = False
+        #: Transient failures in a row, for the lane's own backoff (reset by any success).
+        self._failures = 0
 
     # -- thread ------------------------------------------------------------------------------
 
     def run(self) -> None:
         while not self.ctx.stopping.is_set():
-            self.busy = True
             try:
                 self.cycle()
             except Exception as error:  # noqa: BLE001 - rule 6
                 _log.exception("lane.failed", partner=self.partner_id, error=str(error))
                 self._close()
-            finally:
-                self.busy = False
             self.wake.wait(self.ctx.settings.tick_seconds)
             self.wake.clear()
         self._close()
@@ -132,6 +130,7 @@ class Lane(threading.Thread):
             self._failed_without_delivery(error)
             return False
         self._reconciled = True
+        self._failures = 0
         _log.info(
             "lane.reconciled",
             partner=self.partner_id,
@@ -143,7 +142,7 @@ class Lane(threading.Thread):
 
     def _failed_without_delivery(self, error: TransportError) -> None:
         if error.transient:
-            self._hold(self.ctx.settings.retry_base_seconds)
+            self._hold(self._backoff())
             _log.warning("lane.hub_unavailable", partner=self.partner_id, error=error.message)
             self._close()
         else:
@@ -151,6 +150,17 @@ class Lane(threading.Thread):
 
     def _hold(self, seconds: float) -> None:
         self._hold_until = self.ctx.clock.monotonic() + seconds
+
+    def _backoff(self) -> float:
+        """Seconds to wait after one more transient failure in a row (core.delivery policy:
+        exponential, jittered, capped), so a long outage costs a trickle of connects."""
+        self._failures += 1
+        now = self.ctx.now()
+        s = self.ctx.settings
+        later = next_attempt_at(
+            self._failures, now, self.ctx.rng, base=s.retry_base, cap=s.retry_cap
+        )
+        return (later - now).total_seconds()
 
     def _parked(self) -> bool:
         return bool(self.ctx.ledger.deliveries(DeliveryState.PARKED, recipient=self.partner_id))
@@ -165,7 +175,7 @@ class Lane(threading.Thread):
         ctx = self.ctx
         now = ctx.now()
         partner = ctx.config.partners.get(self.partner_id)
-        runs: dict[str, object] = {}
+        runs: dict[str, datetime | None] = {}
         found: list[Delivery] = []
         for delivery in ctx.ledger.deliveries(
             DeliveryState.PENDING, DeliveryState.RETRY_WAIT, recipient=self.partner_id
@@ -184,7 +194,7 @@ class Lane(threading.Thread):
                 kind=self._kind(delivery.version),
                 taken_at=delivery.created_at,
                 next_attempt_at=delivery.next_attempt_at,
-                last_run=last_run,  # type: ignore[arg-type]
+                last_run=last_run,
                 now=now,
             )
             if isinstance(verdict, due.Cancel):
@@ -237,6 +247,7 @@ class Lane(threading.Thread):
             self._strike(delivery, error)
             return True
         self._probe_delay = ctx.settings.park_probe_seconds
+        self._failures = 0
         record = sent.delivery
         _log.info(
             "delivery.sent",
@@ -270,7 +281,7 @@ class Lane(threading.Thread):
             ctx.ledger.apply(
                 delivery.id, lifecycle.UploadFailed(reason=error.message, retry_at=retry_at), now
             )
-        self._hold((retry_at - now).total_seconds())
+        self._hold(max((retry_at - now).total_seconds(), self._backoff()))
         _log.warning(
             "delivery.failed",
             delivery=delivery.id,
