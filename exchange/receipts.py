@@ -36,7 +36,7 @@ from exchange.config import Config
 from exchange.core import delivery as lifecycle
 from exchange.core.delivery import DeliveryState
 from exchange.core.naming import DeliveryNames, FileKind, Folder, hub_stem, read_name
-from exchange.errors import FormatError, NotFoundError, TransportError
+from exchange.errors import FormatError, NotFoundError, PermanentTransportError, TransportError
 from exchange.ledger import Delivery, Ledger
 from exchange.log import get_logger
 from exchange.manifest import (
@@ -292,6 +292,11 @@ class _Collector:
             if hub_stem(opened.value.delivery) != stem:
                 raise _Forged(Reason.RECEIPT_MISMATCH, "receipt lies under another delivery's name")
         except RemoteNotFoundError:
+            return ReceiptOutcome(entry.name, ReceiptResult.DEFERRED, route.partner)
+        except PermanentTransportError as error:
+            # docs/hub.md: a partner's upload may be unreadable (0600) until the hub's
+            # normaliser runs; try again next run, never stop the collection on it.
+            self.log.warning("receipt.unreadable", remote_name=remote, error=error.message)
             return ReceiptOutcome(entry.name, ReceiptResult.DEFERRED, route.partner)
         except (ManifestRejected, SignatureRejected, _Forged) as error:
             reason = error.reason

@@ -38,7 +38,7 @@ from typing import BinaryIO, cast
 from exchange import agefmt, signing
 from exchange.config import Config
 from exchange.core.naming import FileKind, Folder, read_name
-from exchange.errors import FormatError, TransportError
+from exchange.errors import FormatError, PermanentTransportError, TransportError
 from exchange.ledger import Ledger, Received
 from exchange.log import get_logger
 from exchange.manifest import (
@@ -133,6 +133,13 @@ class _Refused(Exception):  # a control-flow value; never leaves this module
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class _Unreadable(Exception):  # a control-flow value; never leaves this module
+    def __init__(self, remote: str, error: PermanentTransportError) -> None:
+        super().__init__(remote)
+        self.remote = remote
+        self.error = error
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +244,8 @@ class Receiver:
             return self._refuse(route, stem, Reason.TOO_LARGE, "manifest file over 64 KiB")
         except RemoteRefusedEntry:
             return self._refuse(route, stem, Reason.MALFORMED, "manifest is a link or special file")
+        except PermanentTransportError as error:
+            return self._unreadable(remote, error)
         plain = _Capped(MANIFEST_MAX_SIZE)
         try:
             agefmt.decrypt(io.BytesIO(bytes(raw.data)), cast(BinaryIO, plain), self.identities)
@@ -307,6 +316,10 @@ class Receiver:
             path, size = self._file(route, item.stem, opened, payload)
         except _Refused as refused:
             return self._reject(route, item, opened, refused.reason, refused.detail)
+        except _Unreadable as unreadable:
+            return self._unreadable(unreadable.remote, unreadable.error)
+        except RemoteNotFoundError:
+            return Outcome(item.stem, Result.DEFERRED, sender=manifest.sender)
         row = self._record(opened, Status.ACCEPTED, None, str(path), manifest.plaintext_sha256)
         sent = self._answer(route, item.stem, opened, row)
         self.log.info(
@@ -341,6 +354,10 @@ class Receiver:
                 raise _Refused(
                     Reason.CIPHERTEXT_MISMATCH, "payload is a link or special file"
                 ) from None
+            except RemoteNotFoundError:
+                raise
+            except PermanentTransportError as error:
+                raise _Unreadable(remote, error) from None
             try:
                 check_payload(manifest, ciphertext_sha256=hashing.digest.hexdigest())
             except ManifestRejected as error:
@@ -415,6 +432,13 @@ class Receiver:
         return self._outcome(
             item.stem, Result.REJECTED, opened, reason=reason, receipt_sent=sent, incident=incident
         )
+
+    def _unreadable(self, remote: str, error: PermanentTransportError) -> Outcome:
+        """A file the hub will not let us read yet (docs/hub.md: a partner's upload is 0600
+        until the hub's normaliser runs): try again next run, never stop on it."""
+        self.log.warning("pull.unreadable", remote_name=remote, error=error.message)
+        stem = remote.rsplit("/", 1)[-1].split(".", 1)[0]
+        return Outcome(stem, Result.DEFERRED)
 
     def _refuse(self, route: Route, stem: str, reason: Reason, detail: str) -> Outcome:
         incident = self._incident(

@@ -120,3 +120,40 @@ def test_outbox_manifest_from_another_partner_is_refused(orgs: Orgs, tmp_path: P
         (o.result, o.reason.value if o.reason else None) for o in report.outcomes
     ]
     assert not (more.cc.folder / "inbox" / "essex-police").exists()
+
+
+@pytest.mark.integration
+def test_unreadable_inbound_upload_waits_for_the_normaliser(orgs: Orgs) -> None:
+    """A partner upload still 0600 is skipped without an incident, then filed once the hub's
+    normaliser has made it readable."""
+    partner = orgs.partners[PARTNER]
+    with orgs.ledger(partner) as ledger:
+        made = make_delivery(
+            partner.config(), ledger, "essex-cc", agreement=AGREEMENT, plaintext=DATA
+        )
+    outbox = orgs.hub.partner_dir(PARTNER) / "outbox"
+    for name, data in (
+        (made.names.payload, made.payload),
+        (made.names.manifest, made.sealed_manifest),
+    ):
+        (outbox / name).write_bytes(data)
+        (outbox / name).chmod(0o600)
+    cfg = orgs.cc.config()
+    transport = orgs.transport("essex-cc")
+    with orgs.ledger(orgs.cc) as ledger:
+        for readable in ((), (made.names.manifest,)):  # neither, then only the manifest
+            for name in readable:
+                (outbox / name).chmod(0o640)
+            report = pull.collect_inbound(
+                cfg,
+                ledger,
+                transport,
+                identities=keys.load_identities(orgs.cc.key_paths),
+                signing_key=keys.load_signing_key(orgs.cc.key_paths),
+                now=datetime.now(UTC),
+            )
+            assert [pull.Result.DEFERRED] == [o.result for o in report.outcomes]
+            assert [] == ledger.incidents()
+            assert [] == ledger.received()
+    transport.close()
+    assert [pull.Result.FILED] == [o.result for o in _inbound(orgs).outcomes]

@@ -61,8 +61,10 @@ class Sent:
         self.orgs.hub.normalise()
         return path
 
-    def collect(self) -> receipts.ReceiptReport:
+    def collect(self, *, normalise: bool = True) -> receipts.ReceiptReport:
         cfg = self.orgs.cc.config()
+        if normalise:
+            self.orgs.hub.normalise()
         transport = self.orgs.transport("essex-cc")
         try:
             with self.orgs.ledger(self.orgs.cc) as ledger:
@@ -322,3 +324,16 @@ def test_unacknowledged_deliveries_are_reported_after_the_window(sent: Sent) -> 
         )
     assert [sent.made.delivery] == [o.delivery for o in late]
     assert [("receipt.overdue", sent.made.delivery)] == [(e, kw["delivery"]) for e, kw in warnings]
+
+
+@pytest.mark.integration
+def test_unreadable_receipt_waits_for_the_normaliser(sent: Sent) -> None:
+    """A receipt the partner uploaded as 0600 cannot be read by the daemon until the hub's
+    normaliser runs: it is left for the next run, with no incident, and then acknowledges."""
+    path = sent.place(sign_receipt(sent.receipt(), sent.partner_key()))
+    path.chmod(0o600)
+    report = sent.collect(normalise=False)
+    assert [receipts.ReceiptResult.DEFERRED] == [o.result for o in report.outcomes]
+    assert ([], DeliveryState.SENT) == (sent.incidents(), sent.state())
+    report = sent.collect()  # collect() normalises first, as 'exchange hub run' does
+    assert [receipts.ReceiptResult.ACKNOWLEDGED] == [o.result for o in report.outcomes]
