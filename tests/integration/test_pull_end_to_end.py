@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from exchange import keys, pull, receipts
+from exchange import agefmt, keys, pull, receipts
 from exchange.core.delivery import DeliveryState
 from tests.integration.test_format_doc import _section, _shell_blocks
 from tests.support.deliveries import AGREEMENT, PLAINTEXT, Orgs, make_delivery, make_orgs, upload
@@ -128,8 +129,14 @@ def test_a_lost_receipt_is_sent_again(orgs: Orgs) -> None:
     again = _pull(orgs)
     assert again.outcomes[0].receipt_sent
     resent = orgs.hub.partner_dir(PARTNER) / "receipts" / receipt.name
-    assert resent.exists()
-    assert len(original) == len(resent.read_bytes())
+    identities = keys.load_identities(orgs.cc.key_paths)
+
+    def opened(sealed: bytes) -> bytes:
+        out = io.BytesIO()
+        agefmt.decrypt(io.BytesIO(sealed), out, identities)
+        return out.getvalue()
+
+    assert opened(original) == opened(resent.read_bytes())
 
 
 @pytest.mark.integration
