@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import time
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -41,8 +42,8 @@ from exchange.core.naming import DeliveryNames, Folder, read_name
 from exchange.errors import ExchangeError, InvariantError
 from exchange.ledger import Delivery
 from exchange.log import escape_bytes
-from exchange.manifest import Manifest, sign_manifest
-from exchange.model import ReasonCode
+from exchange.manifest import Correction, Manifest, sign_manifest
+from exchange.model import ReasonCode, VersionKind
 from exchange.service.context import Context, crash_point
 from exchange.transport import Transport
 from exchange.transport.port import AtomicWriter, part_name
@@ -145,8 +146,18 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
     if current.sequence is None:
         raise InvariantError(f"delivery {delivery.id}: no sequence after begin_upload")
 
+    correction = None
+    if version.kind is VersionKind.CORRECTION and version.supersedes is not None:
+        earlier = ctx.ledger.get_version(version.supersedes)
+        correction = Correction(
+            supersedes=earlier.number,
+            complaint=version.complaint_ref or "none given",
+            reason=version.reason or "correction",
+        )
     upload = transport.open_atomic(payload_path)
-    with open(version.spool_path, "rb") as plain, upload as raw_writer:  # noqa: PTH123
+    # The spool is ours (0700), but a link there is never followed all the same.
+    spool_fd = os.open(version.spool_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    with os.fdopen(spool_fd, "rb") as plain, upload as raw_writer:
         writer = _Guarded(raw_writer, ctx)
         result = agefmt.encrypt(plain, cast(BinaryIO, writer), [recipient])
         if result.plaintext_sha256 != version.sha256.hex:
@@ -159,7 +170,7 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
             delivery=delivery.id,
             dataset=delivery.dataset.value,
             dataset_version=version.number,
-            correction=None,
+            correction=correction,
             sender=cfg.organisation.id,
             sender_key=ctx.signing_key.public_key.fingerprint,
             recipient=partner.id,

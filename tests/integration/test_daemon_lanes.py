@@ -4,6 +4,8 @@ but a real ledger file, real folders and a real watcher."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,11 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from exchange import agefmt
 from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.core.delivery import DeliveryState
+from exchange.core.naming import DeliveryNames
 from exchange.errors import PermanentTransportError
 from exchange.ledger import Ledger
+from exchange.manifest import Manifest
+from exchange.model import Sha256, VersionKind
 from exchange.service import Daemon, Settings
 from exchange.transport.memory import MemoryFaults, MemoryHub, MemoryTransport
 from exchange.transport.port import AtomicUpload
@@ -183,3 +189,49 @@ def test_outbox_swapped_for_a_link_pauses_that_agreement(
         assert ["symlink"] == [i.reason.value for i in ledger.incidents()]
     finally:
         gen.close()
+
+
+def test_correction_is_sent_with_its_supersedes_fields(
+    ws: Workspace, memory_hub: MemoryHub
+) -> None:
+    """A correction recorded in the ledger goes at once (corrections = immediate) with a
+    manifest naming the version it supersedes, the complaint and the reason."""
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub))
+    daemon = next(gen)
+    try:
+        ws.drop("mash", "original.csv", csv_bytes(2, "orig"))
+        wait(lambda: len(finals(memory_hub, "southend-uhft")) == 2)
+        ledger = daemon.ctx.ledger
+        (first, _) = ledger.deliveries()
+        source = ws.root / "spool" / "mash" / "corrected"
+        source.write_bytes(csv_bytes(2, "fixed"))
+        sha = Sha256(hashlib.sha256(source.read_bytes()).hexdigest())
+        ledger.add_version(
+            dataset=first.dataset,
+            sha256=sha,
+            size=source.stat().st_size,
+            spool_path=str(source),
+            kind=VersionKind.CORRECTION,
+            reason="age band was wrong for one referral",
+            complaint_ref="AC-2026-014",
+            supersedes=first.version,
+            recipients=[(f"dl-{'a' * 32}", "southend-uhft")],
+            now=daemon.ctx.now(),
+        )
+        wait(lambda: len(finals(memory_hub, "southend-uhft")) == 4)
+    finally:
+        gen.close()
+    identity = agefmt.parse_identity_file(ws.identities["southend-uhft"].read_text())
+    stem = DeliveryNames.for_delivery(f"dl-{'a' * 32}")
+    sealed = memory_hub.files[f"southend-uhft/inbox/{stem.manifest}"]
+    out = io.BytesIO()
+    agefmt.decrypt(io.BytesIO(sealed), out, identity)
+    signed = out.getvalue()
+    manifest = Manifest.decode(signed[: signed.index(b"signature: ")])
+    assert manifest.correction is not None
+    assert (1, "AC-2026-014", "age band was wrong for one referral") == (
+        manifest.correction.supersedes,
+        manifest.correction.complaint,
+        manifest.correction.reason,
+    )
+    assert 2 == manifest.dataset_version
