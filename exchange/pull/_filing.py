@@ -35,6 +35,8 @@ from exchange.errors import InvariantError
 STAGING = ".incoming"
 #: Longest file name we make (bytes of UTF-8); ext4 allows 255, and we leave room for " (n)".
 MAX_NAME_BYTES = 200
+#: A staged file not written to for this long is a crash's leftover (seconds).
+STALE_AFTER = 600.0
 #: How many " (n)" suffixes to try before giving up (a folder with 1000 same-named files).
 MAX_SUFFIX = 1000
 _ID = re.compile(r"[a-z][a-z0-9-]{1,30}")
@@ -109,14 +111,17 @@ class Inbox:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    def clear_staging(self) -> int:
-        """Remove staged files left by a crash; returns how many."""
+    def clear_staging(self, now: float, idle: float = STALE_AFTER) -> int:
+        """Remove staged files left by a crash: those not written to for ``idle`` seconds
+        before ``now`` (a POSIX time), so a concurrent run's download in progress is kept.
+        Returns how many were removed."""
         removed = 0
         if self.staging.is_dir():
             for leftover in self.staging.glob(".*.tmp"):
                 with contextlib.suppress(FileNotFoundError):
-                    leftover.unlink()
-                    removed += 1
+                    if leftover.lstat().st_mtime <= now - idle:
+                        leftover.unlink()
+                        removed += 1
         return removed
 
     def publish(self, staged: Path, sender: str, agreement: str, name: str, sha256: str) -> Path:

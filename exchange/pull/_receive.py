@@ -177,7 +177,7 @@ class Receiver:
 
     def receive(self, route: Route) -> PullReport:
         """Process every complete delivery in ``route.deliveries``."""
-        self.inbox.clear_staging()
+        self.inbox.clear_staging(self.now.timestamp())
         listing = self.transport.list(
             route.deliveries,
             validate=lambda name: read_name(route.deliveries_folder, name) is not None,

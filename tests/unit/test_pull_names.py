@@ -85,15 +85,19 @@ def test_publish_refuses_unchecked_ids(tmp_path: Path) -> None:
 
 
 def test_staged_files_vanish_and_leftovers_are_cleared(tmp_path: Path) -> None:
-    """A staged file is removed when its block ends, and a crash's leftovers on the next run."""
+    """A staged file is removed when its block ends, and a crash's leftovers (idle for ten
+    minutes) on a later run."""
     inbox = Inbox(tmp_path / "inbox")
     with inbox.staged("plaintext") as (path, file):
         file.write(b"data")
         assert path.exists()
         assert 0o600 == path.stat().st_mode & 0o777
     assert not path.exists()
-    (inbox.staging / ".plaintext.0000.tmp").write_bytes(b"left by a crash")
-    assert 1 == inbox.clear_staging()
+    leftover = inbox.staging / ".plaintext.0000.tmp"
+    leftover.write_bytes(b"left by a crash")
+    written = leftover.stat().st_mtime
+    assert 0 == inbox.clear_staging(written + 60)  # maybe another run's download: kept
+    assert 1 == inbox.clear_staging(written + 601)
     assert [] == list(inbox.staging.iterdir())
 
 
