@@ -33,7 +33,7 @@ from exchange import keys as keys_mod
 from exchange.clock import Clock
 from exchange.config import Config
 from exchange.core.delivery import DeliveryState
-from exchange.errors import ConfigError, ExchangeError
+from exchange.errors import ConfigError, ExchangeError, LedgerCorrupt
 from exchange.ledger import Ledger
 from exchange.model import ReasonCode, Sha256
 from exchange.outbox import Outbox, OutboxMoved, Quarantined
@@ -215,36 +215,49 @@ class Daemon:
     # -- the main loop -----------------------------------------------------------------------
 
     def _loop(self) -> None:
+        while not self.ctx.stopping.is_set():
+            try:
+                self._iteration()
+            except LedgerCorrupt:
+                raise  # never go on writing to a damaged ledger
+            except ExchangeError as error:
+                # A busy or full ledger, a full disk: transient by nature; wait and go on.
+                _log.error("daemon.loop_failed", error=error.message, hint=error.hint)
+                self.ctx.stopping.wait(1.0)
+            except Exception as error:  # noqa: BLE001 - the service loop outlives a bug
+                _log.exception("daemon.loop_failed", error=f"{type(error).__name__}: {error}")
+                self.ctx.stopping.wait(1.0)
+
+    def _iteration(self) -> None:
         assert self.watcher is not None and self.intake is not None
         watcher, intake = self.watcher, self.intake
-        while not self.ctx.stopping.is_set():
-            if self._rescan.is_set():
-                self._rescan.clear()
-                intake.retain(watcher.rescan())
-            if self._revalidate.is_set():
-                self._revalidate.clear()
-                self._revalidate_outboxes()
-            if self._health.is_set():
-                self._health.clear()
-                if not watcher.healthy():
-                    _log.error("watcher.unhealthy", count=watcher.handler_failures)
-                    watcher.restart()
-            for candidate in watcher.queue.drain():
-                if candidate.agreement not in self.paused:
-                    intake.offer(candidate)
-            before = len(intake.watching)
-            next_look = intake.poll()
-            if len(intake.watching) < before:
-                self._wake_lanes()  # something was taken (or went): lanes look at the ledger
-            if self._record_runs():
-                self._wake_lanes()
-            self._quarantine_poisoned()
-            wait = 0.5
-            if next_look is not None:
-                wait = min(wait, max(0.0, next_look - self.ctx.clock.monotonic()))
-            item = watcher.queue.get(timeout=max(wait, 0.01))
-            if item is not None and item.agreement not in self.paused:
-                intake.offer(item)
+        if self._rescan.is_set():
+            self._rescan.clear()
+            intake.retain(watcher.rescan())
+        if self._revalidate.is_set():
+            self._revalidate.clear()
+            self._revalidate_outboxes()
+        if self._health.is_set():
+            self._health.clear()
+            if not watcher.healthy():
+                _log.error("watcher.unhealthy", count=watcher.handler_failures)
+                watcher.restart()
+        for candidate in watcher.queue.drain():
+            if candidate.agreement not in self.paused:
+                intake.offer(candidate)
+        before = len(intake.watching)
+        next_look = intake.poll()
+        if len(intake.watching) < before:
+            self._wake_lanes()  # something was taken (or went): lanes look at the ledger
+        if self._record_runs():
+            self._wake_lanes()
+        self._quarantine_poisoned()
+        wait = 0.5
+        if next_look is not None:
+            wait = min(wait, max(0.0, next_look - self.ctx.clock.monotonic()))
+        item = watcher.queue.get(timeout=max(wait, 0.01))
+        if item is not None and item.agreement not in self.paused:
+            intake.offer(item)
 
     def _revalidate_outboxes(self) -> None:
         """TESTPLAN A2: an outbox (or a parent) swapped for a link or another directory

@@ -18,11 +18,12 @@ from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.core.delivery import DeliveryState
 from exchange.core.naming import DeliveryNames
-from exchange.errors import PermanentTransportError
+from exchange.errors import LedgerBusy, PermanentTransportError
 from exchange.ledger import Ledger
 from exchange.manifest import Manifest
 from exchange.model import Sha256, VersionKind
 from exchange.service import Daemon, Settings
+from exchange.service.intake import Intake
 from exchange.transport.memory import MemoryFaults, MemoryHub, MemoryTransport
 from exchange.transport.port import AtomicUpload
 from tests.support.workspace import Workspace, csv_bytes, make_offline_workspace
@@ -235,3 +236,27 @@ def test_correction_is_sent_with_its_supersedes_fields(
         manifest.correction.reason,
     )
     assert 2 == manifest.dataset_version
+
+
+def test_busy_ledger_in_the_main_loop_is_survived(
+    ws: Workspace, memory_hub: MemoryHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TESTPLAN D38: the ledger reports busy to the main loop twice; the daemon logs it, waits,
+    and carries on taking and delivering files."""
+    failures = [LedgerBusy("ledger.sqlite3: the ledger is locked by another process")] * 2
+    real_poll = Intake.poll
+
+    def flaky_poll(self: Intake) -> float | None:
+        if failures:
+            raise failures.pop()
+        return real_poll(self)
+
+    monkeypatch.setattr(Intake, "poll", flaky_poll)
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub))
+    next(gen)
+    try:
+        ws.drop("mash", "busy.csv", csv_bytes(2, "busy"))
+        wait(lambda: len(finals(memory_hub, "southend-uhft")) == 2)
+        assert [] == failures
+    finally:
+        gen.close()
