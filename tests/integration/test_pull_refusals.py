@@ -207,13 +207,16 @@ def test_agreement_not_shared_is_rejected(orgs: Orgs) -> None:
 
 
 @pytest.mark.integration
-def test_replayed_sequence_is_rejected(orgs: Orgs) -> None:
-    """A new manifest that reuses an accepted sequence number is a replay: rejected receipt."""
+@pytest.mark.parametrize("back", [0, 1], ids=["same-sequence", "lower-sequence"])
+def test_replayed_sequence_is_rejected(orgs: Orgs, back: int) -> None:
+    """A new manifest whose sequence is not above the last accepted one (the same, or a
+    lower one) is a replay: rejected receipt, nothing filed."""
+    _upload(orgs, _send(orgs, plaintext=b"referral_id\nR-1\n"))
     first = _send(orgs)
     _upload(orgs, first)
-    assert [pull.Result.FILED] == [o.result for o in _pull(orgs).outcomes]
+    assert [pull.Result.FILED] * 2 == [o.result for o in _pull(orgs).outcomes]
     _collect(orgs)
-    replay = _send(orgs, sequence=first.manifest.sequence, plaintext=b"referral_id\nR-9\n")
+    replay = _send(orgs, sequence=first.manifest.sequence - back, plaintext=b"referral_id\nR-9\n")
     _upload(orgs, replay)
     report = _pull(orgs)
     (outcome,) = report.outcomes
@@ -223,7 +226,7 @@ def test_replayed_sequence_is_rejected(orgs: Orgs) -> None:
         outcome.receipt_sent,
     )
     inbox = orgs.partners[PARTNER].folder / "inbox" / "essex-cc" / AGREEMENT
-    assert 1 == len(list(inbox.iterdir()))
+    assert 2 == len(list(inbox.iterdir()))
     assert (ReasonCode.REPLAY, "replay") in _partner_incidents(orgs)
 
 
