@@ -154,7 +154,6 @@ class Context:
     clock: Clock
     settings: Settings
     signing_key: SigningKey
-    ssh_key_path: os.PathLike[str]
     rng: random.Random
     stopping: threading.Event
     #: Set after the grace period: uploads in progress give up at their next write.

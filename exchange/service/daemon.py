@@ -99,7 +99,6 @@ class Daemon:
             clock=clock,
             settings=settings or Settings(),
             signing_key=signing_key,
-            ssh_key_path=keys_mod.KeyPaths(config.folders.keys).ssh_key,
             rng=random.Random(),  # noqa: S311 - jitter, not secrecy
             stopping=threading.Event(),
             abandon=threading.Event(),
@@ -353,7 +352,4 @@ class Daemon:
 def run_daemon(daemon: Daemon) -> int:
     """Run with signal handlers (the ``exchange run`` entry point)."""
     daemon.install_signal_handlers()
-    try:
-        return daemon.run()
-    except ExchangeError:
-        raise
+    return daemon.run()

@@ -88,8 +88,6 @@ class Intake:
         )
         #: Candidates being watched, with the monotonic time worth looking again.
         self.watching: dict[CandidateName, float] = {}
-        #: Deferred candidates (permission, I/O) wait at least this long before a new look.
-        self._deferred_until: dict[CandidateName, float] = {}
 
     def start_up(self) -> None:
         """Remove our leftover temporaries and record quarantined entries the ledger lacks."""

@@ -105,3 +105,19 @@ def test_status_json_shape_and_exit_code(ws: Workspace) -> None:
     assert {"sent": 1} == southend["states"]
     assert southend["last_delivery"]["agreement"] == "health-only"
     assert report["needs_attention"] is False
+
+
+def test_status_text_needs_attention_after_a_refusal(ws: Workspace) -> None:
+    """After a refused file, plain 'exchange status' names the quarantined file's reason and
+    the open incident, and exits 1 for monitoring."""
+    daemon = ws.start()
+    try:
+        ws.drop("health-only", "wide.csv", csv_bytes(1, "w").replace(b"age_band", b"DOB"))
+        daemon.wait_event("intake.refused")
+    finally:
+        assert daemon.terminate() == 0
+    result = ws.exchange("status")
+    assert 1 == result.returncode, result.stderr
+    assert "(schema-mismatch)" in result.stdout
+    assert "incident 1: schema-mismatch" in result.stdout
+    assert result.stdout.rstrip().endswith("needs attention")
