@@ -121,3 +121,14 @@ def test_status_text_needs_attention_after_a_refusal(ws: Workspace) -> None:
     assert "(schema-mismatch)" in result.stdout
     assert "incident 1: schema-mismatch" in result.stdout
     assert result.stdout.rstrip().endswith("needs attention")
+
+
+def test_run_refuses_to_start_without_a_pinned_host_key(tmp_path: Path, hub: Hub) -> None:
+    """With no hub host key pinned, 'exchange run' exits 3 naming hub.host_keys, with a hint,
+    and never connects."""
+    ws = make_workspace(tmp_path / "unpinned", hub, pin=False)
+    ws.agreement("health-only", ["southend-uhft"])
+    result = ws.exchange("run", timeout=60)
+    assert 3 == result.returncode
+    assert "hub.host_keys" in result.stderr and "exchange: hint:" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -170,6 +170,32 @@ def test_sigterm_during_upload_leaves_no_final_partial(ws: Workspace) -> None:
         assert 0 == again.terminate()
 
 
+def test_sigterm_during_upload_finishes_within_grace(ws: Workspace) -> None:
+    """SIGTERM while an upload runs, with a generous grace period: the upload completes, the
+    delivery is sent, and the daemon exits 0."""
+    ws.agreement("bulk", ["southend-uhft"], extra="", fields=None)
+    text = (ws.config_dir / "agreements" / "bulk.toml").read_text()
+    (ws.config_dir / "agreements" / "bulk.toml").write_text(
+        text.replace('max_size = "1 MiB"', 'max_size = "1 GiB"')
+    )
+    data = csv_bytes(2, "grace") + b"g" * (40 << 20)
+    inbox = ws.hub.partner_dir("southend-uhft") / "inbox"
+    daemon = ws.start("--grace", "60")
+    try:
+        ws.drop("bulk", "bulk.csv", data)
+        daemon.wait_for(lambda: any(n.endswith(".part") for n in os.listdir(inbox)), 60, ".part")
+        daemon.process.send_signal(signal.SIGTERM)
+        assert 0 == daemon.wait_dead(90)
+    finally:
+        daemon.kill()
+    assert "delivery.abandoned" not in daemon.names()
+    assert 1 == len(ws.manifests("southend-uhft"))
+    assert not [n for n in os.listdir(inbox) if n.startswith(".")]
+    with ws.ledger() as ledger:
+        (delivery,) = ledger.deliveries()
+        assert DeliveryState.SENT is delivery.state
+
+
 def test_poison_file_is_quarantined_after_max_attempts(ws: Workspace) -> None:
     """A delivery whose worker dies on every attempt is poisoned after --max-attempts
     strikes and its spool copy moved to quarantine with an incident."""
