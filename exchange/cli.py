@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "send",
     "status",
     "incidents",
+    "audit",
     "pull",
     "demo",
 )
