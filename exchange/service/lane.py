@@ -309,12 +309,15 @@ class Lane(threading.Thread):
                 ):
                     continue  # another attempt's leftovers are the reconciler's
                 ctx.ledger.apply(waiting.id, lifecycle.Parked(reason=message), now)
+            # A host key mismatch is about the hub, not the partner: one incident for all
+            # lanes (at high severity in the log), however many partners it stops.
+            hub_wide = reason is ReasonCode.HOST_KEY_MISMATCH
             incident = ctx.ledger.open_incident(
                 reason=reason,
                 now=now,
-                partner=self.partner_id,
+                partner=None if hub_wide else self.partner_id,
                 context={"error": message},
-                dedupe_key=f"parked:{self.partner_id}:{reason.value}",
+                dedupe_key=f"parked:{'hub' if hub_wide else self.partner_id}:{reason.value}",
             )
         self._hold(self._probe_delay)
         self._probe_delay = min(max(self._probe_delay * 2, 1.0), _PROBE_CAP)

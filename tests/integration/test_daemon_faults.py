@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exchange import signing
 from exchange.core.delivery import DeliveryState
 from tests.support.sshd import Hub
 from tests.support.tcpproxy import TcpProxy
@@ -306,3 +307,28 @@ def test_connection_cut_mid_upload_is_retried_to_one_final_file(ws: Workspace) -
     assert 2 == len(names) and not [n for n in names if n.startswith(".")], names
     (payload,) = [n for n in names if not n.endswith(".manifest.age")]
     assert data == ws.decrypt("southend-uhft", payload)
+
+
+def test_changed_host_key_parks_everything_with_one_incident(tmp_path: Path, hub: Hub) -> None:
+    """TESTPLAN C25: the hub presents a key that is not pinned; nothing is uploaded, every
+    partner's deliveries are parked, and one host-key-mismatch incident is open (no re-pin)."""
+    ws = make_workspace(tmp_path / "ws", hub)
+    ws.agreement("mash", ["southend-uhft", "essex-police"])
+    other = signing.generate_ssh_keypair("impostor@hub")[1]
+    main = ws.config_dir / "exchange.toml"
+    pinned = json.dumps(hub.host_public_keys)
+    main.write_text(main.read_text("utf-8").replace(pinned, json.dumps([other])), "utf-8")
+    daemon = ws.start()
+    try:
+        ws.drop("mash", "referrals.csv", csv_bytes(2, "hostkey"))
+        with ws.ledger() as ledger:
+            daemon.wait_for(
+                lambda: len(ledger.deliveries(DeliveryState.PARKED)) == 2, 30, "both parked"
+            )
+            time.sleep(2.0)  # probes come and fail again without opening more incidents
+            (incident,) = ledger.incidents()
+            assert ("host-key-mismatch", None) == (incident.reason.value, incident.partner)
+    finally:
+        assert 0 == daemon.terminate()
+    assert [] == ws.inbox("southend-uhft") == ws.inbox("essex-police")
+    assert json.dumps([other]) in main.read_text("utf-8")
