@@ -260,3 +260,23 @@ def test_busy_ledger_in_the_main_loop_is_survived(
         assert [] == failures
     finally:
         gen.close()
+
+
+def test_full_hub_parks_with_hub_full_and_leaves_no_partial(
+    ws: Workspace, memory_hub: MemoryHub
+) -> None:
+    """TESTPLAN C26: writes fail as on a full disk; deliveries are parked with incident
+    hub-full, no temporary or final file is left, and freeing space lets them through."""
+    faults = MemoryFaults(disk_full=True)
+    gen = run_daemon(ws, lambda: MemoryTransport(memory_hub, faults))
+    daemon = next(gen)
+    try:
+        ws.drop("mash", "full.csv", csv_bytes(2, "full"))
+        ledger = daemon.ctx.ledger
+        wait(lambda: len(ledger.deliveries(DeliveryState.PARKED)) == 2)
+        assert {"hub-full"} == {i.reason.value for i in ledger.incidents()}
+        assert [] == [p for p in memory_hub.files if "/inbox/" in p]
+        faults.disk_full = False
+        wait(lambda: {d.state for d in ledger.deliveries()} == {DeliveryState.SENT})
+    finally:
+        gen.close()
