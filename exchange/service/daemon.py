@@ -42,6 +42,7 @@ from exchange.service import due
 from exchange.service.context import Context, Settings, crash_point
 from exchange.service.intake import Intake, record_quarantined
 from exchange.service.lane import Lane
+from exchange.systemd import Notifier, watchdog_interval
 from exchange.transport import SftpSettings, SftpTransport, Transport
 from exchange.watcher import OutboxWatcher
 
@@ -106,6 +107,10 @@ class Daemon:
         self._receipts = receipt_collector
         self._rescan = threading.Event()
         self._health = threading.Event()
+        #: sd_notify (a no-op outside systemd); the flag is set by the scheduler's thread, so
+        #: a dead scheduler sends no WATCHDOG=1 either (docs/operations.md, systemd).
+        self._notifier = Notifier.from_environ()
+        self._watchdog = threading.Event()
         self.lanes: dict[str, Lane] = {}
         self.outboxes: dict[str, Outbox] = {}
         self.watcher: OutboxWatcher | None = None
@@ -159,8 +164,14 @@ class Daemon:
                 # Runs on the scheduler's own thread with its own hub connection, so a slow
                 # hub folder never holds up intake or the lanes.
                 wakeups.every("receipts", s.receipts_seconds, self._collect_receipts)
+            interval = watchdog_interval(os.environ)
+            if interval is not None:
+                wakeups.every("watchdog", interval, self._watchdog.set)
             wakeups.start()
             _log.info("daemon.ready", pid=os.getpid(), count=len(self.lanes))
+            self._notifier.ready(
+                f"watching {len(self.outboxes)} outboxes; {len(self.lanes)} partner lanes"
+            )
             self._loop()
         finally:
             wakeups.stop()
@@ -191,6 +202,7 @@ class Daemon:
 
     def _shutdown(self) -> None:
         _log.info("daemon.stopping", reason=self._stop_reason, pid=os.getpid())
+        self._notifier.stopping(f"stopping ({self._stop_reason})")
         self.ctx.stopping.set()
         if self.watcher is not None:
             self.watcher.stop()
@@ -227,6 +239,19 @@ class Daemon:
                 _log.exception("daemon.loop_failed", error=f"{type(error).__name__}: {error}")
                 self.ctx.stopping.wait(1.0)
 
+    def _ping_watchdog(self) -> None:
+        """WATCHDOG=1 only while the watcher, every lane and the ledger answer. The scheduler
+        proved itself by setting the flag, and this loop by running; otherwise systemd's
+        WatchdogSec runs out and it restarts the daemon (TESTPLAN: never ping when unhealthy)."""
+        watcher = self.watcher
+        healthy = (
+            watcher is not None
+            and watcher.healthy()
+            and all(lane.is_alive() for lane in self.lanes.values())
+        )
+        if healthy and self.ctx.ledger.schema_version > 0:
+            self._notifier.watchdog()
+
     def _iteration(self) -> None:
         assert self.watcher is not None and self.intake is not None
         watcher, intake = self.watcher, self.intake
@@ -236,6 +261,9 @@ class Daemon:
         if self._revalidate.is_set():
             self._revalidate.clear()
             self._revalidate_outboxes()
+        if self._watchdog.is_set():
+            self._watchdog.clear()
+            self._ping_watchdog()
         if self._health.is_set():
             self._health.clear()
             if not watcher.healthy():
