@@ -31,6 +31,9 @@ COMMAND_MODULES: tuple[str, ...] = (
     "audit",
     "pull",
     "demo",
+    "correct",
+    "corrections",
+    "holders",
 )
 
 PROG = "exchange"
