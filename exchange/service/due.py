@@ -14,7 +14,8 @@ Rules:
 3. An immediate agreement's deliveries are due at once, within the release windows.
 4. Nothing is due before the agreement's commencement; after its expiry, or from the day a
    partner's withdrawal takes effect (notice + 28 days), pending deliveries are cancelled
-   (they never leave), with the reason.
+   (they never leave), with the reason; a correction is the exception to withdrawal (it
+   still reaches a withdrawn partner that holds the data, protocol §11).
 5. An out-of-schedule send (``exchange send``, kind ``manual``) and a correction under an
    agreement whose corrections go ``immediate`` ignore the schedule and the release windows,
    but never commencement, expiry or withdrawal.
@@ -84,12 +85,16 @@ def run_to_record(
     return latest
 
 
-def _stop_reason(agreement: Agreement, partner: Partner, now: datetime) -> str | None:
+def _stop_reason(
+    agreement: Agreement, partner: Partner, now: datetime, *, correction: bool = False
+) -> str | None:
     rule = agreement.schedule
     if now >= rule.end():
         return f"agreement {agreement.id} expired on {rule.expiry}"
     stop = partner.no_new_data_from
-    if stop is not None and now.astimezone(rule.zone).date() >= stop:
+    # Protocol §11: a withdrawn partner keeps complying for the data it holds, so a
+    # correction of that data still reaches it (exchange.core.corrections rule 1).
+    if stop is not None and not correction and now.astimezone(rule.zone).date() >= stop:
         return f"partner {partner.id} withdrew; no new data from {stop}"
     if partner.id not in agreement.recipients:
         return f"partner {partner.id} is no longer a recipient of agreement {agreement.id}"
@@ -110,7 +115,7 @@ def delivery_verdict(
     """Whether one pending or retrying delivery goes now (rules 2-6)."""
     if state not in (DeliveryState.PENDING, DeliveryState.RETRY_WAIT):
         return Wait(None, f"state {state.value} is not waiting to be sent")
-    reason = _stop_reason(agreement, partner, now)
+    reason = _stop_reason(agreement, partner, now, correction=kind is VersionKind.CORRECTION)
     if reason is not None:
         return Cancel(reason)
     rule = agreement.schedule
