@@ -43,6 +43,7 @@ __all__ = [
     "GENESIS",
     "AuditLogDamaged",
     "Entry",
+    "Logged",
     "Problem",
     "VerifyReport",
     "chain",
@@ -175,12 +176,43 @@ def verify(path: Path, anchors: Sequence[tuple[int, str]] = ()) -> VerifyReport:
 # --- what the ledger holds ----------------------------------------------------------------
 
 
-def ledger_entries(ledger: Ledger) -> list[Entry]:
-    """Every ledger record the audit log mirrors, in ledger time order."""
+@dataclass(slots=True)
+class Logged:
+    """What a log already holds: record keys, and per delivery the time of its latest event."""
+
+    keys: set[str]
+    latest: dict[str, datetime]
+
+    @classmethod
+    def of(cls, lines: Iterable[bytes]) -> Logged:
+        logged = cls(set(), {})
+        for raw in lines:
+            record = json.loads(raw)
+            logged.keys.add(record["key"])
+            delivery = (
+                record["data"].get("delivery") if record["key"].startswith("event:") else None
+            )
+            if delivery is not None:
+                at = datetime.fromisoformat(record["at"])
+                logged.latest[delivery] = max(at, logged.latest.get(delivery, at))
+        return logged
+
+
+def ledger_entries(ledger: Ledger, logged: Logged | None = None) -> list[Entry]:
+    """Every ledger record the audit log mirrors, in ledger time order; with ``logged``,
+    only those not in it."""
+    known = logged or Logged(set(), {})
     found: list[Entry] = []
     versions: dict[int, None] = {}
     for delivery in ledger.deliveries():
-        versions.setdefault(delivery.version)
+        if f"version:{delivery.version}" not in known.keys:
+            versions.setdefault(delivery.version)
+        latest = known.latest.get(delivery.id)
+        # Every event stamps the delivery's updated_at with its own time, so a delivery not
+        # touched since its latest logged event has nothing new: skip its event query (this
+        # keeps a sync over years of deliveries to one query for most of them).
+        if latest is not None and delivery.updated_at <= latest:
+            continue
         for event in ledger.events(delivery.id):
             found.append(
                 Entry(
@@ -283,7 +315,9 @@ def ledger_entries(ledger: Ledger) -> list[Entry]:
                 },
             )
         )
-    found.sort(key=lambda e: (e.at, e.key))
+    found = [e for e in found if e.key not in known.keys]
+    # At the same instant a version comes before the deliveries it creates.
+    found.sort(key=lambda e: (e.at, not e.key.startswith("version:"), e.key))
     return found
 
 
@@ -299,12 +333,10 @@ def sync(ledger: Ledger, path: Path) -> int:
                 f"{path}: line {report.problem.line}: {report.problem.what}; not appending"
             )
         handle.seek(0)
-        logged = {json.loads(raw)["key"] for raw in handle}
+        logged = Logged.of(handle)
         prev, seq = report.head, report.lines
         chunk = bytearray()
-        for entry in ledger_entries(ledger):
-            if entry.key in logged:
-                continue
+        for entry in ledger_entries(ledger, logged):
             seq += 1
             line, prev = _line(seq, prev, entry)
             chunk += line

@@ -29,6 +29,7 @@ from types import FrameType
 
 import structlog
 
+from exchange import audit
 from exchange import keys as keys_mod
 from exchange.clock import Clock
 from exchange.config import Config
@@ -111,6 +112,7 @@ class Daemon:
         #: a dead scheduler sends no WATCHDOG=1 either (docs/operations.md, systemd).
         self._notifier = Notifier.from_environ()
         self._watchdog = threading.Event()
+        self._audit = threading.Event()
         self.lanes: dict[str, Lane] = {}
         self.outboxes: dict[str, Outbox] = {}
         self.watcher: OutboxWatcher | None = None
@@ -158,6 +160,7 @@ class Daemon:
             s = self.ctx.settings
             wakeups.every("rescan", s.rescan_seconds, self._rescan.set)
             wakeups.every("health", s.health_seconds, self._health.set)
+            wakeups.every("audit", s.health_seconds, self._audit.set)
             wakeups.every("reconcile", s.tick_seconds, self._wake_lanes)
             wakeups.every("revalidate", s.revalidate_seconds, self._revalidate.set)
             if self._receipts is not None:
@@ -239,6 +242,18 @@ class Daemon:
                 _log.exception("daemon.loop_failed", error=f"{type(error).__name__}: {error}")
                 self.ctx.stopping.wait(1.0)
 
+    def _sync_audit_log(self) -> None:
+        """Mirror new ledger records into the hash-chained audit log (exchange.audit). A
+        damaged log is reported every time and never appended to; the daemon goes on."""
+        path = self.config.folders.state / audit.AUDIT_FILE
+        try:
+            added = audit.sync(self.ctx.ledger, path)
+        except audit.AuditLogDamaged as error:
+            _log.error("audit.damaged", path=str(path), error=error.message, hint=error.hint)
+            return
+        if added:
+            _log.debug("audit.appended", count=added)
+
     def _ping_watchdog(self) -> None:
         """WATCHDOG=1 only while the watcher, every lane and the ledger answer. The scheduler
         proved itself by setting the flag, and this loop by running; otherwise systemd's
@@ -279,6 +294,9 @@ class Daemon:
         if self._record_runs():
             self._wake_lanes()
         self._quarantine_poisoned()
+        if self._audit.is_set():
+            self._audit.clear()
+            self._sync_audit_log()
         wait = 0.5
         if next_look is not None:
             wait = min(wait, max(0.0, next_look - self.ctx.clock.monotonic()))
