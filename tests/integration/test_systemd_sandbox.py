@@ -41,8 +41,11 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -265,9 +268,9 @@ def fixture_ws(tmp_path: Path, hub: Hub) -> Workspace:
     return ws
 
 
-def _env(ws: Workspace) -> dict[str, str]:
+def _env(ws: Workspace, **extra: str) -> dict[str, str]:
     # What systemd gives the service: a clean environment plus the unit's Environment= lines.
-    return {
+    return extra | {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",
         "HOME": str(ws.root),
@@ -318,13 +321,20 @@ def test_cli_runs_in_the_sandbox(ws: Workspace, sandboxed: Wrap) -> None:
 
 def test_daemon_delivers_and_stops_cleanly_in_the_sandbox(ws: Workspace, sandboxed: Wrap) -> None:
     """`exchange run` in the sandbox takes a dropped file, delivers it over SFTP to a real hub,
-    records it in the ledger and exits 0 on SIGTERM, with no system call refused on the way."""
+    records it in the ledger, tells the notify socket READY=1, WATCHDOG=1 and STOPPING=1, and
+    exits 0 on SIGTERM, with no system call refused on the way; `exchange audit sync` and
+    `verify` then work there too."""
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    name = f"exchange-sandbox-{uuid.uuid4().hex}"
+    notify.bind("\0" + name)  # abstract: reachable from inside the mount namespace
+    notify.settimeout(0.1)
     log = ws.root / "daemon.log"
-    command = [sys.executable, "-m", "exchange", "run", "--config", str(ws.config_dir), *FAST]
+    exe = [sys.executable, "-m", "exchange"]
+    command = [*exe, "run", "--config", str(ws.config_dir), *FAST]
     with log.open("wb") as handle:
         process = subprocess.Popen(
             sandboxed(ws.root, command),
-            env=_env(ws),
+            env=_env(ws, NOTIFY_SOCKET="@" + name, WATCHDOG_USEC="1000000"),
             stdout=handle,
             stderr=subprocess.STDOUT,
         )
@@ -334,10 +344,26 @@ def test_daemon_delivers_and_stops_cleanly_in_the_sandbox(ws: Workspace, sandbox
         dropped = ws.drop("mash", "referrals-june.csv", csv_bytes(4, "sandbox"))
         os.chown(dropped, NOBODY, NOBODY)
         daemon.wait_event("delivery.sent", timeout=60)
+        time.sleep(1.5)  # at least one watchdog interval
     finally:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
         code = process.wait(60)
+        messages = []
+        while True:
+            try:
+                messages.append(notify.recv(4096).decode().split("\n")[0])
+            except TimeoutError:
+                break
+        notify.close()
+    for action in ("sync", "verify"):
+        result = _run(
+            sandboxed(ws.root, [*exe, "audit", action, "--config", str(ws.config_dir)]), ws
+        )
+        assert 0 == result.returncode, result.stdout + result.stderr
+    assert "READY=1" == messages[0]
+    assert "WATCHDOG=1" in messages
+    assert "STOPPING=1" == messages[-1]
     assert 0 == code, daemon.tail()
     assert 2 == len(ws.finals("southend-uhft"))
     assert csv_bytes(4, "sandbox") == ws.decrypt(
