@@ -10,8 +10,10 @@ Rules:
 3. An agreement is shared with a sender when our ``config/agreements/<id>.toml`` lists that
    sender among its ``recipients`` (the parties of the agreement besides us; both parties
    hold the agreed document, protocol §6).
-4. Corrections (``supersedes``) are filed as new datasets for now; the ledger row keeps the
-   dataset id, version and the version it supersedes, so replacing can be added later.
+4. A correction (``supersedes``) replaces, atomically and in place, the version of the
+   dataset we hold, which is moved aside into ``.superseded/``, and is acknowledged
+   ``replaced``; one for data we never held is filed as new and acknowledged ``accepted``
+   (``_replacing`` rules).
 5. No printing: functions return a :class:`PullReport`; ``exchange pull`` renders it.
 """
 

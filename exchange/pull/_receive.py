@@ -56,6 +56,7 @@ from exchange.manifest import (
 )
 from exchange.model import DatasetId, ReasonCode
 from exchange.pull._filing import Inbox
+from exchange.pull._replacing import file_delivery, receipt_status
 from exchange.pull._values import Outcome, PullReport, Result, Route, incident_reason
 from exchange.signing import Reason, SignatureRejected, SigningKey
 from exchange.transport import (
@@ -320,7 +321,8 @@ class Receiver:
             return self._unreadable(unreadable.remote, unreadable.error)
         except RemoteNotFoundError:
             return Outcome(item.stem, Result.DEFERRED, sender=manifest.sender)
-        row = self._record(opened, Status.ACCEPTED, None, str(path), manifest.plaintext_sha256)
+        status = receipt_status(self.ledger, manifest)  # protocol §8: replaced or accepted
+        row = self._record(opened, status, None, str(path), manifest.plaintext_sha256)
         sent = self._answer(route, item.stem, opened, row)
         self.log.info(
             "pull.filed",
@@ -379,12 +381,9 @@ class Receiver:
                     raise _Refused(error.reason, error.message) from None
                 pfile.flush()
                 os.fsync(pfile.fileno())
-                path = self.inbox.publish(
-                    ppath,
-                    manifest.sender,
-                    manifest.agreement,
-                    manifest.file_name,
-                    result.plaintext_sha256,
+                # A correction replaces the version we hold in place (_replacing rules).
+                path = file_delivery(
+                    self.inbox, self.ledger, manifest, ppath, result.plaintext_sha256
                 )
                 return path, result.plaintext_size
 
