@@ -1,11 +1,13 @@
-"""Whole age files: encrypt and decrypt streams, hashing both sides in the same pass.
+"""Whole age files: encrypt and decrypt streams, hashing either side in the same pass.
 
 Rules:
 
 1. Memory is flat: data moves in batches of :data:`BATCH_CHUNKS` chunks, and at most a few
    batches are in flight (see ``_pipeline``), whatever the file size.
-2. Every result carries the plaintext and the ciphertext size and SHA-256 (lower-case hex).
-   "Ciphertext" is the age file exactly as stored: the armored text when armored.
+2. Every result carries the plaintext and the ciphertext size, and the SHA-256 (lower-case
+   hex) of each side the caller asked for (``hash_plaintext``, ``hash_ciphertext``; both by
+   default); a hash not asked for is ``None``, never computed. "Ciphertext" is the age file
+   exactly as stored: the armored text when armored.
 3. Decryption writes each chunk to ``dst`` only after it verified. On failure, what was
    released stays released (a stream cannot take it back, and the CCTV vectors pin it);
    keeping it from the final file name is the caller's job (``exchange.fsutil.atomic_write``).
@@ -14,6 +16,11 @@ Rules:
    then the payload nonce, then the payload.
 5. A file is never encrypted to post-quantum and classical recipients together: the
    classical stanza would let a future quantum computer recover the file key.
+6. Threads (chosen by measurement, bench/RESULTS.md): the caller's thread only reads and
+   seals or opens. The output side (its hash, if asked for, and the write) runs on one
+   worker per output; the input side's hash, if asked for, on a worker of its own. So a hash
+   that is not asked for costs nothing, and with one hash the two busy threads carry about
+   half each.
 """
 
 from __future__ import annotations
@@ -21,11 +28,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Generic, Literal, TypeVar, overload
 
 from exchange.agefmt import _primitives as prim
 from exchange.agefmt import header as hdr
-from exchange.agefmt._pipeline import Fanout
+from exchange.agefmt._pipeline import Fanout, settle_allocator
 from exchange.agefmt.armor import ArmorReader, ArmorWriter
 from exchange.agefmt.keys import Identity, Recipient
 from exchange.agefmt.stream import CHUNK, ENC_CHUNK, NONCE_SIZE, Opener, Sealer, payload_key
@@ -40,37 +47,55 @@ _WHITESPACE = b" \t\r\n"
 Read = Callable[[int], bytes]
 
 
-@dataclass(frozen=True, slots=True)
-class EncryptResult:
-    plaintext_size: int
-    plaintext_sha256: str
-    ciphertext_size: int
-    ciphertext_sha256: str
+#: The type of a result's plaintext hash: ``str`` when it was asked for, else ``None``.
+P = TypeVar("P", bound="str | None", covariant=True)
+#: The type of a result's ciphertext hash: ``str`` when it was asked for, else ``None``.
+C = TypeVar("C", bound="str | None", covariant=True)
 
 
 @dataclass(frozen=True, slots=True)
-class DecryptResult:
+class EncryptResult(Generic[P, C]):
+    """Sizes and hashes of one encryption; a hash not asked for is ``None``.
+
+    The type parameters say which hashes are present, so callers that keep the defaults
+    (``EncryptResult[str, str]``) need no ``None`` checks.
+    """
+
     plaintext_size: int
-    plaintext_sha256: str
+    plaintext_sha256: P
     ciphertext_size: int
-    ciphertext_sha256: str
+    ciphertext_sha256: C
+
+
+@dataclass(frozen=True, slots=True)
+class DecryptResult(Generic[P, C]):
+    """Sizes and hashes of one decryption; a hash not asked for is ``None``.
+
+    ``ciphertext_sha256`` covers the file as read (the armored text when armored).
+    """
+
+    plaintext_size: int
+    plaintext_sha256: P
+    ciphertext_size: int
+    ciphertext_sha256: C
 
 
 class _Digest:
-    """A consumer that counts and hashes the blocks it is fed."""
+    """A consumer that counts the blocks it is fed and, if asked to, hashes them."""
 
     __slots__ = ("_hash", "size")
 
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
+    def __init__(self, hashing: bool = True) -> None:
+        self._hash = hashlib.sha256() if hashing else None
         self.size = 0
 
     def __call__(self, block: bytes | bytearray) -> None:
-        self._hash.update(block)
+        if self._hash is not None:
+            self._hash.update(block)
         self.size += len(block)
 
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
+    def hexdigest(self) -> str | None:
+        return None if self._hash is None else self._hash.hexdigest()
 
 
 def _read_full(read: Read, size: int) -> bytes:
@@ -104,14 +129,21 @@ def _check_recipients(recipients: Sequence[Recipient]) -> None:
 class _Target:
     """One output file of a fan-out: its header, its STREAM sealer and its consumers."""
 
-    def __init__(self, recipients: Sequence[Recipient], dst: BinaryIO, armor: bool) -> None:
+    def __init__(
+        self,
+        recipients: Sequence[Recipient],
+        dst: BinaryIO,
+        *,
+        armor: bool,
+        hash_ciphertext: bool,
+    ) -> None:
         _check_recipients(recipients)
         file_key = prim.random_bytes(FILE_KEY_SIZE)
         stanzas = [stanza for r in recipients for stanza in r.wrap(file_key)]
         nonce = prim.random_bytes(NONCE_SIZE)
         self.intro = hdr.encode_header(file_key, stanzas) + nonce
         self.sealer = Sealer(payload_key(file_key, nonce))
-        self.digest = _Digest()
+        self.digest = _Digest(hash_ciphertext)
         self.armor: ArmorWriter | None = None
         if armor:
             digest, write = self.digest, dst.write
@@ -136,16 +168,27 @@ def encrypt_fanout(
     targets: Sequence[tuple[Sequence[Recipient], BinaryIO]],
     *,
     armor: bool = False,
-) -> tuple[EncryptResult, ...]:
-    """Encrypt ``src`` once per target, reading and hashing the plaintext once."""
+    hash_plaintext: bool = True,
+    hash_ciphertext: bool = True,
+) -> tuple[EncryptResult[str | None, str | None], ...]:
+    """Encrypt ``src`` once per target, reading (and, if asked, hashing) the plaintext once.
+
+    ``hash_plaintext`` / ``hash_ciphertext`` choose which SHA-256 are computed; the others
+    are ``None`` in the results. A delivery of a file whose plaintext hash was recorded at
+    intake needs only the ciphertext hash.
+    """
     if not targets:
         raise UsageError("no output targets given")
-    outputs = [_Target(recipients, dst, armor) for recipients, dst in targets]
-    # The plaintext is hashed once, on this thread, between reading and sealing; each output
-    # is hashed and written on its own worker (see _pipeline).
-    plain = _Digest()
-    fanouts = [t.fanout for t in outputs]
+    outputs = [
+        _Target(recipients, dst, armor=armor, hash_ciphertext=hash_ciphertext)
+        for recipients, dst in targets
+    ]
+    plain = _Digest(hash_plaintext)
+    # Read blocks are bytes, never reused, so the plaintext hash can run on its own worker.
+    plain_fanout = Fanout([plain]) if hash_plaintext else Fanout(inline=[plain])
+    fanouts = [plain_fanout, *(t.fanout for t in outputs)]
     batch = BATCH_CHUNKS * CHUNK
+    settle_allocator()
     try:
         for target in outputs:
             target.fanout.feed(target.intro)
@@ -153,7 +196,7 @@ def encrypt_fanout(
         while True:
             following = _read_full(src.read, batch) if len(pending) == batch else b""
             final = not following
-            plain(pending)
+            plain_fanout.feed(pending)
             for target in outputs:
                 target.fanout.feed(target.sealer.seal(pending, final))
             if final or any(f.failed() for f in fanouts):
@@ -173,11 +216,76 @@ def encrypt_fanout(
     )
 
 
+@overload
 def encrypt(
-    src: BinaryIO, dst: BinaryIO, recipients: Sequence[Recipient], *, armor: bool = False
-) -> EncryptResult:
-    """Encrypt ``src`` to ``recipients`` as one age file written to ``dst``."""
-    (result,) = encrypt_fanout(src, [(recipients, dst)], armor=armor)
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = ...,
+    hash_plaintext: Literal[True] = ...,
+    hash_ciphertext: Literal[True] = ...,
+) -> EncryptResult[str, str]: ...
+@overload
+def encrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = ...,
+    hash_plaintext: Literal[False],
+    hash_ciphertext: Literal[True] = ...,
+) -> EncryptResult[None, str]: ...
+@overload
+def encrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = ...,
+    hash_plaintext: Literal[True] = ...,
+    hash_ciphertext: Literal[False],
+) -> EncryptResult[str, None]: ...
+@overload
+def encrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = ...,
+    hash_plaintext: Literal[False],
+    hash_ciphertext: Literal[False],
+) -> EncryptResult[None, None]: ...
+@overload
+def encrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = ...,
+    hash_plaintext: bool = ...,
+    hash_ciphertext: bool = ...,
+) -> EncryptResult[str | None, str | None]: ...
+def encrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: Sequence[Recipient],
+    *,
+    armor: bool = False,
+    hash_plaintext: bool = True,
+    hash_ciphertext: bool = True,
+) -> EncryptResult[str | None, str | None]:
+    """Encrypt ``src`` to ``recipients`` as one age file written to ``dst``.
+
+    The result has the SHA-256 of each side asked for and ``None`` for the others.
+    """
+    (result,) = encrypt_fanout(
+        src,
+        [(recipients, dst)],
+        armor=armor,
+        hash_plaintext=hash_plaintext,
+        hash_ciphertext=hash_ciphertext,
+    )
     return result
 
 
@@ -241,23 +349,78 @@ def _unwrap(stanzas: Sequence[hdr.Stanza], identities: Sequence[Identity]) -> by
     )
 
 
-def _already_hashed(_block: bytes) -> None:
+def _already_hashed(_block: bytes | bytearray) -> None:
     """Armored input is hashed as it is read (the text is the stored file), not here."""
 
 
+@overload
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = ...,
+    hash_plaintext: Literal[True] = ...,
+    hash_ciphertext: Literal[True] = ...,
+) -> DecryptResult[str, str]: ...
+@overload
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = ...,
+    hash_plaintext: Literal[False],
+    hash_ciphertext: Literal[True] = ...,
+) -> DecryptResult[None, str]: ...
+@overload
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = ...,
+    hash_plaintext: Literal[True] = ...,
+    hash_ciphertext: Literal[False],
+) -> DecryptResult[str, None]: ...
+@overload
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = ...,
+    hash_plaintext: Literal[False],
+    hash_ciphertext: Literal[False],
+) -> DecryptResult[None, None]: ...
+@overload
+def decrypt(
+    src: BinaryIO,
+    dst: BinaryIO,
+    identities: Sequence[Identity],
+    *,
+    armored: bool | None = ...,
+    hash_plaintext: bool = ...,
+    hash_ciphertext: bool = ...,
+) -> DecryptResult[str | None, str | None]: ...
 def decrypt(
     src: BinaryIO,
     dst: BinaryIO,
     identities: Sequence[Identity],
     *,
     armored: bool | None = None,
-) -> DecryptResult:
+    hash_plaintext: bool = True,
+    hash_ciphertext: bool = True,
+) -> DecryptResult[str | None, str | None]:
     """Decrypt the age file in ``src`` to ``dst``.
 
     ``armored=None`` detects armor: the file is armored if its first byte that is not
-    whitespace is ``-``. True or False forces one reading.
+    whitespace is ``-``. True or False forces one reading. ``hash_plaintext`` /
+    ``hash_ciphertext`` choose which SHA-256 are computed; the others are ``None`` in the
+    result (``exchange decrypt`` needs none; a verifier that hashed the file while it
+    fetched it needs only the plaintext one).
     """
-    cipher = _Digest()
+    cipher = _Digest(hash_ciphertext)
     prefix, detected = _sniff(src.read)
     armored = detected if armored is None else armored
     if armored:
@@ -269,10 +432,14 @@ def decrypt(
 
         cipher(prefix)
         source = _Source(ArmorReader(hashing_read, prefix).read)
-        hash_ciphertext: Callable[[bytes], None] = _already_hashed
+        cipher_fanout = Fanout(inline=[_already_hashed])
+    elif hash_ciphertext:
+        # Read blocks are bytes, never reused, so the ciphertext hash can run on its own worker.
+        source = _Source(src.read, prefix)
+        cipher_fanout = Fanout([cipher])
     else:
         source = _Source(src.read, prefix)
-        hash_ciphertext = cipher
+        cipher_fanout = Fanout(inline=[cipher])
     header, covered = hdr.parse(source.readline)
     file_key = _unwrap(header.stanzas, identities)
     hdr.verify_mac(file_key, covered, header.mac)
@@ -280,27 +447,28 @@ def decrypt(
     if len(nonce) != NONCE_SIZE:
         raise HeaderError("age file: it ends before the payload nonce")
     opener = Opener(payload_key(file_key, nonce))
-    # The ciphertext is hashed on this thread between reading and opening; the plaintext is
-    # hashed and written on a worker (see _pipeline).
-    plain = _Digest()
+    plain = _Digest(hash_plaintext)
     plain_fanout = Fanout([plain, dst.write])
     batch = BATCH_CHUNKS * ENC_CHUNK
+    settle_allocator()
     try:
-        hash_ciphertext(header.encode() + nonce)
+        cipher_fanout.feed(header.encode() + nonce)
         pending = source.read_full(batch)
         while True:
             following = source.read_full(batch) if len(pending) == batch else b""
-            hash_ciphertext(pending)
+            cipher_fanout.feed(pending)
             released, error = opener.open(pending, at_eof=not following)
             plain_fanout.feed(released)
             if error is not None:
                 plain_fanout.close()
                 raise error
-            if not following or plain_fanout.failed():
+            if not following or plain_fanout.failed() or cipher_fanout.failed():
                 break
             pending = following
     except BaseException:
         plain_fanout.close(raise_errors=False)
+        cipher_fanout.close(raise_errors=False)
         raise
+    cipher_fanout.close()
     plain_fanout.close()
     return DecryptResult(plain.size, plain.hexdigest(), cipher.size, cipher.hexdigest())
