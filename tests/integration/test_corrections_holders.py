@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,7 +75,7 @@ def _join(orgs: Orgs, tmp_path: Path) -> None:
     orgs.partners[THURROCK.id] = thurrock
 
 
-def _correction(orgs: Orgs, **flags: bool) -> dict[str, object] | None:
+def _correction(orgs: Orgs, **flags: bool) -> dict[str, Any] | None:
     args = ["corrections", *(["--all"] if flags.get("all") else [])]
     found = exchange_json(orgs.cc, *args)["corrections"]
     assert len(found) <= 1
@@ -138,7 +139,7 @@ def test_correction_replaces_v1_at_every_holder_and_skips_the_late_joiner(
     assert _correction(orgs) is None
     finished = _correction(orgs, all=True)
     assert finished is not None and finished["complete"]
-    assert {"replaced"} == {p["receipt"] for p in finished["partners"]}  # type: ignore[union-attr, index]
+    assert {"replaced"} == {p["receipt"] for p in finished["partners"]}
 
     for partner in HOLDERS:
         path = filed[partner]
