@@ -1,7 +1,9 @@
 """One timed operation with exchange.agefmt, run in a child process so its peak RSS is its own.
 
-Usage: python -m bench.crypto.child encrypt RECIPIENT SRC DST
-       python -m bench.crypto.child decrypt IDENTITY_FILE SRC DST
+Usage: python -m bench.crypto.child encrypt RECIPIENT SRC DST HASHES [unsettled]
+       python -m bench.crypto.child decrypt IDENTITY_FILE SRC DST HASHES [unsettled]
+HASHES names the SHA-256 to compute: ``pc`` (plaintext and ciphertext), ``p``, ``c`` or
+``none``. ``unsettled`` skips ``_pipeline.settle_allocator`` (to show what it saves).
 Prints one JSON line: the result's sizes and hashes and the in-process seconds.
 """
 
@@ -13,19 +15,24 @@ import time
 from pathlib import Path
 
 from exchange import agefmt
+from exchange.agefmt import _pipeline
 
 
 def main(argv: list[str]) -> int:
-    mode, key, src, dst = argv
+    mode, key, src, dst, hashes, *extra = argv
+    if extra == ["unsettled"]:
+        _pipeline._settled = True  # the latch says "done", so the one-off block is skipped
+    flags = {"hash_plaintext": "p" in hashes, "hash_ciphertext": "c" in hashes}
     start = time.perf_counter()
     with Path(src).open("rb") as source, Path(dst).open("wb") as sink:
         if mode == "encrypt":
-            result: agefmt.EncryptResult | agefmt.DecryptResult = agefmt.encrypt(
-                source, sink, [agefmt.parse_recipient(key)]
-            )
+            result: (
+                agefmt.EncryptResult[str | None, str | None]
+                | agefmt.DecryptResult[str | None, str | None]
+            ) = agefmt.encrypt(source, sink, [agefmt.parse_recipient(key)], **flags)
         else:
             identities = agefmt.parse_identity_file(Path(key).read_text())
-            result = agefmt.decrypt(source, sink, identities)
+            result = agefmt.decrypt(source, sink, identities, **flags)
     seconds = time.perf_counter() - start
     print(
         json.dumps(
