@@ -51,5 +51,12 @@ def run(args: argparse.Namespace) -> int:
         out(f"quarantined: {q['path']} ({q['reason']}): {q['detail']}")
     for i in report.incidents:
         out(f"incident {i['id']}: {i['reason']} (seen {i['occurrences']} times)")
+    for c in report.corrections:
+        out(
+            f"correction {c['dataset']} version {c['version']}"
+            f"{' OVERDUE' if c['overdue'] else ''}: replaced by "
+            f"{', '.join(c['acknowledged']) or 'nobody yet'}; waiting for "
+            f"{', '.join(c['outstanding'])} (exchange corrections)"
+        )
     out("needs attention" if report.needs_attention else "ok")
     return code

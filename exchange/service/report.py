@@ -29,6 +29,7 @@ from exchange.config import Config
 from exchange.core.delivery import TERMINAL, DeliveryState
 from exchange.core.intake import Candidate, FileKind, Refused, content_checker, decide
 from exchange.core.schedule import next_run
+from exchange.corrections import corrections_json, open_corrections
 from exchange.errors import NotFoundError, RefusedError, UsageError
 from exchange.ledger import Ledger, Version
 from exchange.model import DatasetId, Sha256, VersionKind
@@ -46,6 +47,7 @@ class StatusReport:
     failures: list[dict[str, Any]] = field(default_factory=list)
     quarantined: list[dict[str, Any]] = field(default_factory=list)
     incidents: list[dict[str, Any]] = field(default_factory=list)
+    corrections: list[dict[str, Any]] = field(default_factory=list)  # open ones (protocol §8)
     attention: list[str] = field(default_factory=list)
 
     @property
@@ -62,6 +64,7 @@ class StatusReport:
             "failures": self.failures,
             "quarantined": self.quarantined,
             "incidents": self.incidents,
+            "corrections": self.corrections,
         }
 
 
@@ -149,6 +152,14 @@ def status(cfg: Config, ledger: Ledger, now: datetime) -> StatusReport:
             }
         )
         report.attention.append(f"incident {incident.id} ({incident.reason.value}) is open")
+    # Open corrections and who has not replaced the data yet (exchange.corrections).
+    report.corrections.extend(corrections_json(open_corrections(cfg, ledger, now)))
+    report.attention.extend(
+        f"correction {c['dataset']} version {c['version']} is overdue at "
+        f"{', '.join(c['outstanding'])}"
+        for c in report.corrections
+        if c["overdue"]
+    )
     return report
 
 

@@ -3,6 +3,7 @@ correction shows that partner outstanding until its 'replaced' receipt is verifi
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -76,6 +77,8 @@ def test_partner_down_during_correction_gets_it_on_recovery(tmp_path: Path, hub:
         assert ([SOUTHEND.id], [ESSEX_POLICE.id]) == (item["outstanding"], item["acknowledged"])
         assert (False, None) == (southend["done"], southend["had_for_seconds"])
         assert southend["state"] in ("parked", "pending", "retry_wait")
+        status = json.loads(exchange(orgs.cc, "status", "--json").stdout)
+        assert [[SOUTHEND.id]] == [c["outstanding"] for c in status["corrections"]]
         text = exchange(orgs.cc, "corrections")
         assert 0 == text.returncode
         assert f"{SOUTHEND.id}: not acknowledged" in text.stdout

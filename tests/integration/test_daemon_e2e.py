@@ -97,6 +97,7 @@ def test_status_json_shape_and_exit_code(ws: Workspace) -> None:
         "failures",
         "quarantined",
         "incidents",
+        "corrections",
         "attention",
         "needs_attention",
         "generated_at",
