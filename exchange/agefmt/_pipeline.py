@@ -1,10 +1,13 @@
-"""Ordered hand-off of byte blocks to consumers (a hash, a writer), inline or on one worker.
+"""Moving bytes for codec: whole-batch reads, and ordered hand-off of blocks to consumers.
+
+Reads: :func:`read_full` and :class:`Source` return whole batches despite short reads (pipes),
+:func:`sniff` tells armor from binary. Hand-off: :class:`Fanout` gives each block to its
+consumers (a :class:`Digest`, a writer), inline or on one worker thread.
 
 Why a worker thread: SHA-256 (hashlib), ChaCha20-Poly1305 (``cryptography``) and file writes
-all release the GIL on large buffers, so the producer (read, seal or open) and a worker (a
-hash) run on two cores. Which consumer runs where is the caller's choice, made per hashing
-configuration from measurements (bench/RESULTS.md): the aim is two halves of about equal
-cost when there is a hash to move off the producer, and no thread at all when there is not.
+all release the GIL on large buffers, so the producer (read, seal or open) and the workers
+(a hash, a write) run on two cores. Which consumer runs where is the caller's choice
+(``codec`` rule 6, from measurements in bench/RESULTS.md).
 
 Rules:
 
@@ -24,16 +27,20 @@ Rules:
 
 from __future__ import annotations
 
+import hashlib
 import queue
 import threading
 from collections.abc import Callable, Sequence
 
 Consumer = Callable[[bytes | bytearray], object]
+Read = Callable[[int], bytes]
 DEPTH = 4
 _STOP = None
 #: Size of the one-off allocation of :func:`settle_allocator` (see there).
 _SETTLE_BYTES = 8 * 1024 * 1024
 _settled = False
+_SNIFF_LIMIT = 1024
+_WHITESPACE = b" \t\r\n"
 
 
 def settle_allocator() -> None:
@@ -130,3 +137,84 @@ class Fanout:
         """Raise the worker consumer's error, if it had one (after :meth:`close`)."""
         if self._worker is not None and self._worker.error is not None:
             raise self._worker.error
+
+
+class Digest:
+    """A consumer that counts the blocks it is fed and, if asked to, hashes them."""
+
+    __slots__ = ("_hash", "size")
+
+    def __init__(self, hashing: bool = True) -> None:
+        self._hash = hashlib.sha256() if hashing else None
+        self.size = 0
+
+    def __call__(self, block: bytes | bytearray) -> None:
+        if self._hash is not None:
+            self._hash.update(block)
+        self.size += len(block)
+
+    def hexdigest(self) -> str | None:
+        return None if self._hash is None else self._hash.hexdigest()
+
+
+def read_full(read: Read, size: int) -> bytes:
+    """Read ``size`` bytes, fewer only at end of input (pipes return short reads)."""
+    data = read(size)
+    if len(data) == size or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < size:
+        more = read(size - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+class Source:
+    """A reader with a small look-back buffer: header lines, then whole payload batches."""
+
+    __slots__ = ("_buf", "_read")
+
+    def __init__(self, read: Read, prefix: bytes = b"") -> None:
+        self._read = read
+        self._buf = bytearray(prefix)
+
+    def readline(self, limit: int) -> bytes:
+        while True:
+            end = self._buf.find(b"\n", 0, limit)
+            if end >= 0 or len(self._buf) >= limit:
+                take = end + 1 if end >= 0 else limit
+                line = bytes(self._buf[:take])
+                del self._buf[:take]
+                return line
+            more = self._read(4096)
+            if not more:
+                line = bytes(self._buf)
+                self._buf.clear()
+                return line
+            self._buf += more
+
+    def read_full(self, size: int) -> bytes:
+        if not self._buf:
+            return read_full(self._read, size)
+        head = bytes(self._buf[:size])
+        del self._buf[:size]
+        if len(head) == size:
+            return head
+        return head + read_full(self._read, size - len(head))
+
+
+def sniff(read: Read) -> tuple[bytes, bool]:
+    """Read just enough to tell armor from binary: (bytes read, armored?)."""
+    prefix = bytearray()
+    while len(prefix) <= _SNIFF_LIMIT:
+        byte = read(1)
+        if not byte:
+            break
+        prefix += byte
+        if byte not in _WHITESPACE:
+            return bytes(prefix), byte == b"-"
+    return bytes(prefix), False
