@@ -310,7 +310,7 @@ def correct(
         agreement=agreement.id,
         dataset=dataset_id.value,
         version=version.number,
-        supersedes=latest.number,
+        detail=f"supersedes version {latest.number}",
         sha256=sha.hex,
         size=size,
         count=len(recipients),
@@ -373,7 +373,7 @@ def log_overdue(items: Iterable[CorrectionProgress]) -> int:
                     recipient=partner.recipient,
                     delivery=partner.delivery,
                     state=partner.state.value,
-                    age_seconds=int(item.age.total_seconds()),
+                    duration_s=int(item.age.total_seconds()),
                 )
     return count
 
