@@ -112,13 +112,31 @@ def _facts(ledger: Ledger, deliveries: Iterable[Delivery]) -> list[DeliveryFact]
     return facts
 
 
-def _dataset_id(text: str) -> DatasetId:
-    if not DatasetId.is_valid(text):
+def _dataset_id(ledger: Ledger, text: str) -> DatasetId:
+    """A dataset id as given, or the one dataset whose original file name is ``text``."""
+    if DatasetId.is_valid(text):
+        return DatasetId(text)
+    named: dict[DatasetId, datetime] = {}
+    for delivery in ledger.deliveries():
+        if delivery.dataset not in named:
+            record = ledger.get_dataset(delivery.dataset)
+            if record.original_name == os.fsencode(text):
+                named[record.id] = record.created_at
+    if len(named) == 1:
+        return next(iter(named))
+    if not named:
         raise NotFoundError(
-            f"dataset {text!r}: not a dataset id (they look like ds-<32 hex digits>)",
-            hint="run 'exchange status --json' or 'exchange holders' to find the dataset's id",
+            f"dataset {text!r}: no dataset id or file name sent under that name",
+            hint="give the dataset's id (ds-<32 hex digits>), from the daemon's dataset.recorded "
+            "log line or 'exchange audit export', or the file name it was sent under",
         )
-    return DatasetId(text)
+    choices = ", ".join(
+        f"{d} (taken {at:%Y-%m-%d %H:%M})" for d, at in sorted(named.items(), key=lambda kv: kv[1])
+    )
+    raise RefusedError(
+        f"dataset {text!r}: {len(named)} datasets were sent under that name: {choices}",
+        hint="give the id of the one to correct",
+    )
 
 
 def _of_dataset(ledger: Ledger, dataset: DatasetId) -> list[Delivery]:
@@ -257,9 +275,10 @@ def correct(
     now: datetime,
     supersedes: int | None = None,
 ) -> Corrected:
-    """Record a correction of ``dataset`` from ``file`` (rules 1-4). ``supersedes`` names the
-    version it corrects (the latest when None; any other is refused)."""
-    dataset_id = _dataset_id(dataset)
+    """Record a correction of ``dataset`` (its id, or the file name it was sent under when
+    that names one dataset) from ``file`` (rules 1-4). ``supersedes`` names the version it
+    corrects (the latest when None; any other is refused)."""
+    dataset_id = _dataset_id(ledger, dataset)
     try:
         Correction(supersedes=1, complaint=complaint, reason=reason)
     except ValueError as error:
@@ -457,7 +476,7 @@ class HoldersReport:
 
 def holders(ledger: Ledger, dataset: str) -> HoldersReport:
     """Who holds which version of ``dataset`` now (core.corrections rule 4)."""
-    dataset_id = _dataset_id(dataset)
+    dataset_id = _dataset_id(ledger, dataset)
     record = _known(ledger, dataset_id)
     versions = tuple(ledger.versions_of(dataset_id))
     facts = _facts(ledger, _of_dataset(ledger, dataset_id))

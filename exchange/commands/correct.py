@@ -22,7 +22,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "version, after an accuracy complaint (protocol §8)",
         json_option=True,
     )
-    parser.add_argument("dataset", metavar="DATASET", help="the dataset's id (ds-...)")
+    parser.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="the dataset's id (ds-...), or the file name it was sent under",
+    )
     parser.add_argument("file", type=Path, metavar="FILE", help="the revised file (read only)")
     parser.add_argument(
         "--complaint", required=True, metavar="REF", help="the accuracy complaint's reference"

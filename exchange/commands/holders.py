@@ -18,7 +18,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "which partner holds which version of a dataset now",
         json_option=True,
     )
-    parser.add_argument("dataset", metavar="DATASET", help="the dataset's id (ds-...)")
+    parser.add_argument(
+        "dataset",
+        metavar="DATASET",
+        help="the dataset's id (ds-...), or the file name it was sent under",
+    )
     parser.set_defaults(handler=run)
 
 

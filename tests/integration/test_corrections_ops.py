@@ -186,3 +186,32 @@ def test_holders_text_and_unknown_dataset(ws: Workspace) -> None:
     assert "essex-police: version 1; sent, not yet confirmed" in shown.stdout
     missing = ws.exchange("holders", "ds-" + "9" * 32)
     assert 10 == missing.returncode and "hint:" in missing.stderr
+
+
+def test_a_dataset_may_be_named_by_the_file_name_it_was_sent_under(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """One dataset under that name: it is corrected; two: refused, listing both ids."""
+    cfg = load_config(ws.config_dir)
+    with _ledger(ws) as ledger:
+        v1 = _v1(ws, ledger, {"southend-uhft": DeliveryState.SENT})
+        done = corrections.correct(
+            cfg, ledger, "referrals.csv", _revised(tmp_path),
+            complaint="CMP-11", reason="wrong band", now=T0,
+        )  # fmt: skip
+        assert v1.dataset == done.version.dataset
+        data = csv_bytes(4, "next-month")
+        other = ledger.record_intake(
+            dataset=DatasetId("ds-" + "5" * 32),
+            agreement="mash",
+            original_name=b"referrals.csv",
+            sha256=Sha256(hashlib.sha256(data).hexdigest()),
+            size=len(data),
+            spool_path=str(tmp_path / "other.csv"),
+            recipients=[("dl-" + "e" * 32, "southend-uhft")],
+            now=T0 + timedelta(days=1),
+        )
+        with pytest.raises(RefusedError, match="2 datasets were sent under that name") as caught:
+            corrections.holders(ledger, "referrals.csv")
+        assert v1.dataset.value in caught.value.message
+        assert other.dataset.value in caught.value.message
