@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from exchange import log
 from exchange.cli import main
 from exchange.core import delivery as lc
 from exchange.errors import EXIT_CODES
@@ -19,6 +22,15 @@ from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 from tests.support.workspace import Workspace, make_offline_workspace
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """cli.main binds structlog to the stream captured during the test; put the process's
+    real stderr back afterwards, so later in-process daemons do not log to a closed file."""
+    yield
+    log.configure(stream=sys.__stderr__)
+
 
 T0 = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from exchange import audit
+from exchange import log as log_mod
 from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.service import Daemon, Settings
@@ -22,6 +24,7 @@ pytestmark = pytest.mark.integration
 def test_daemon_appends_ledger_events_to_the_audit_log(tmp_path: Path) -> None:
     """A dataset taken and delivered by the daemon shows up in state/audit.jsonl (version,
     then the delivery's events up to sent) and the log verifies."""
+    log_mod.configure(stream=sys.__stderr__)  # whatever an earlier in-process CLI test bound
     ws = make_offline_workspace(tmp_path / "ws")
     ws.agreement("mash", ["southend-uhft"])
     hub = MemoryHub()

@@ -4,11 +4,14 @@ file in a real workspace."""
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from exchange import log
 from exchange.cli import main
 from exchange.errors import EXIT_CODES
 from exchange.ledger import Ledger
@@ -16,6 +19,15 @@ from exchange.model import ReasonCode
 from tests.support.workspace import Workspace, make_offline_workspace
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """cli.main binds structlog to the stream captured during the test; put the process's
+    real stderr back afterwards, so later in-process daemons do not log to a closed file."""
+    yield
+    log.configure(stream=sys.__stderr__)
+
 
 OPENED = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
 

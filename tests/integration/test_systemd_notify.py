@@ -5,6 +5,7 @@ watcher thread can be killed under it."""
 from __future__ import annotations
 
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exchange import log
 from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.service import Daemon, Settings
@@ -63,6 +65,7 @@ class Receiver:
 @pytest.fixture(name="receiver")
 def fixture_receiver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Receiver]:
     """A notify socket named in NOTIFY_SOCKET, with WATCHDOG_USEC asking for pings."""
+    log.configure(stream=sys.__stderr__)  # whatever an earlier in-process CLI test bound
     receiver = Receiver(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.setenv("WATCHDOG_USEC", str(WATCHDOG_USEC))
@@ -118,6 +121,7 @@ def test_no_watchdog_pings_when_systemd_asks_for_none(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without WATCHDOG_USEC the daemon sends READY=1 and STOPPING=1 but no WATCHDOG=1."""
+    log.configure(stream=sys.__stderr__)
     receiver = Receiver(tmp_path / "notify")
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
