@@ -4,7 +4,10 @@ receipt goes back whenever the manifest itself verified (FORMAT.md §4.4, §5.1)
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
+import subprocess
+import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -273,3 +276,31 @@ def test_unexpected_files_in_the_inbox_are_incidents(orgs: Orgs) -> None:
     assert [] == list(report.outcomes)
     assert ["0123456789abcdef0123456789abcdef.exe", "readme.txt"] == sorted(report.unexpected)
     assert 2 == len(report.incidents)
+
+
+@pytest.mark.integration
+def test_exchange_pull_exits_1_when_something_was_refused(orgs: Orgs) -> None:
+    """The command says what it refused and why, and exits 1 (needs attention)."""
+    made = _send(orgs)
+    tampered = bytearray(made.payload)
+    tampered[-1] ^= 0x01
+    _upload(orgs, made, payload=bytes(tampered))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EXCHANGE_")}
+    env["EXCHANGE_LOG_LEVEL"] = "critical"
+    config = str(orgs.partners[PARTNER].config_dir)
+    result = subprocess.run(
+        [sys.executable, "-m", "exchange", "pull", "--config", config],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env=env,
+    )
+    assert 1 == result.returncode, result.stderr
+    assert (
+        f"rejected: {made.delivery} from essex-cc under {AGREEMENT} (ciphertext-mismatch); receipt sent"
+        in result.stdout
+    )
+    assert result.stdout.rstrip().endswith(
+        "0 filed, 1 rejected, 0 refused, 0 already received; 1 incident(s)"
+    )
