@@ -60,7 +60,7 @@ def watchdog_interval(environ: Mapping[str, str], *, pid: int | None = None) -> 
     return int(usec_text) / 1_000_000 / 2
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Notifier:
     """Sends sd_notify messages to ``address``; a no-op when ``address`` is None."""
 
