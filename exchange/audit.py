@@ -44,9 +44,11 @@ __all__ = [
     "AuditLogDamaged",
     "Entry",
     "Logged",
+    "Mismatch",
     "Problem",
     "VerifyReport",
     "chain",
+    "compare",
     "ledger_entries",
     "sync",
     "verify",
@@ -174,6 +176,9 @@ def verify(path: Path, anchors: Sequence[tuple[int, str]] = ()) -> VerifyReport:
 
 
 # --- what the ledger holds ----------------------------------------------------------------
+
+
+_RANK = {"dataset.version": 0, "incident.closed": 2}
 
 
 @dataclass(slots=True)
@@ -316,8 +321,39 @@ def ledger_entries(ledger: Ledger, logged: Logged | None = None) -> list[Entry]:
             )
         )
     found = [e for e in found if e.key not in known.keys]
-    # At the same instant a version comes before the deliveries it creates.
-    found.sort(key=lambda e: (e.at, not e.key.startswith("version:"), e.key))
+    # At the same instant a version comes before the deliveries it creates, and an incident's
+    # opening before its closing.
+    found.sort(key=lambda e: (e.at, _RANK.get(e.kind, 1), e.key))
+    return found
+
+
+@dataclass(frozen=True, slots=True)
+class Mismatch:
+    line: int
+    key: str
+    what: str
+
+
+def compare(ledger: Ledger, path: Path) -> list[Mismatch]:
+    """Logged records that the ledger no longer holds as logged: a ledger edited or rows
+    deleted behind its back (its triggers dropped). Run it on a log that verifies."""
+    current = {e.key: e for e in ledger_entries(ledger)}
+    found = []
+    try:
+        with path.open("rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                record = json.loads(raw)
+                entry = current.get(record["key"])
+                if entry is None:
+                    found.append(Mismatch(number, record["key"], "no longer in the ledger"))
+                elif (entry.at.isoformat(), entry.kind, entry.data) != (
+                    record["at"],
+                    record["kind"],
+                    record["data"],
+                ):
+                    found.append(Mismatch(number, record["key"], "differs in the ledger"))
+    except FileNotFoundError:
+        return []
     return found
 
 

@@ -95,9 +95,16 @@ def _path(cfg: Config) -> Path:
 def run_verify(args: argparse.Namespace) -> int:
     cfg = _config(args)
     report = audit.verify(_path(cfg), args.anchor)
+    mismatches: list[audit.Mismatch] = []
+    missing = None
     with Ledger.open(ledger_path(cfg)) as ledger:
-        logged = report.lines if report.ok else None
-        missing = len(audit.ledger_entries(ledger)) - logged if logged is not None else None
+        if report.ok:
+            mismatches = audit.compare(ledger, _path(cfg))
+            missing = (
+                len(audit.ledger_entries(ledger))
+                - report.lines
+                + len([m for m in mismatches if m.what == "no longer in the ledger"])
+            )
     if args.json:
         out_json(
             {
@@ -108,16 +115,21 @@ def run_verify(args: argparse.Namespace) -> int:
                 if report.problem is None
                 else {"line": report.problem.line, "what": report.problem.what},
                 "ledger_records_not_logged": missing,
+                "ledger_mismatches": [
+                    {"line": m.line, "key": m.key, "what": m.what} for m in mismatches
+                ],
             }
         )
     elif report.problem is None:
         out(f"audit log intact: {report.lines} lines; line {report.lines} hash {report.head}")
         if missing:
             out(f"{missing} ledger records are not in the log yet (run 'exchange audit sync')")
+        for m in mismatches:
+            out(f"ledger altered: {m.key} (audit line {m.line}) {m.what}")
     else:
         out(f"audit log damaged at line {report.problem.line}: {report.problem.what}")
         out(f"lines 1-{report.lines} are intact; line {report.lines} hash {report.head}")
-    return EXIT_CODES["ok"] if report.ok else EXIT_CODES["attention"]
+    return EXIT_CODES["ok"] if report.ok and not mismatches else EXIT_CODES["attention"]
 
 
 def run_sync(args: argparse.Namespace) -> int:

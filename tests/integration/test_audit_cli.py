@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import sys
 import uuid
 from collections.abc import Iterator
@@ -245,3 +246,39 @@ def test_export_rejects_a_malformed_date(ws: Workspace, capsys: pytest.CaptureFi
     code = main(["audit", "export", "--since", "last week", "--config", str(ws.config_dir)])
     assert EXIT_CODES["usage"] == code
     assert "--since 'last week': expected a date as YYYY-MM-DD" in capsys.readouterr().err
+
+
+def test_ledger_edited_behind_its_back_is_reported(
+    ws: Workspace, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With its append-only triggers dropped, a ledger whose recorded reason was rewritten and
+    whose incident was deleted no longer matches the audit log: verify exits 1 and names
+    both records and their audit lines."""
+    _cli(ws, capsys, "sync")
+    lines = [json.loads(line) for line in _log(ws).read_bytes().splitlines()]
+    manual_line = 1 + next(
+        i for i, r in enumerate(lines) if r["kind"] == "dataset.version" and r["data"]["reason"]
+    )
+    opened, closed = (
+        1 + next(i for i, r in enumerate(lines) if r["kind"] == kind)
+        for kind in ("incident.opened", "incident.closed")
+    )
+    assert opened < closed
+    raw = sqlite3.connect(ws.root / "state" / "ledger.sqlite3")
+    with raw:
+        raw.execute("DROP TRIGGER versions_no_update")
+        raw.execute("DROP TRIGGER incidents_no_delete")
+        raw.execute("UPDATE versions SET reason = 'routine' WHERE reason IS NOT NULL")
+        raw.execute("DELETE FROM incidents")
+    raw.close()
+    code, out = _cli(ws, capsys, "verify")
+    assert EXIT_CODES["attention"] == code
+    altered = [line for line in out.splitlines() if line.startswith("ledger altered")]
+    assert sorted(
+        [
+            f"ledger altered: {lines[manual_line - 1]['key']} (audit line {manual_line}) "
+            "differs in the ledger",
+            f"ledger altered: incident:1:opened (audit line {opened}) no longer in the ledger",
+            f"ledger altered: incident:1:closed (audit line {closed}) no longer in the ledger",
+        ]
+    ) == sorted(altered)
