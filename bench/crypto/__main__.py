@@ -513,7 +513,7 @@ def notes(rep: Report) -> list[str]:
         "whatever the split; each hash runs on its own worker.",
         f"- (c) CPU {rep.cpu('c') / gib:.2f} s/GiB against age's {rep.cpu('age-dec') / gib:.2f}: "
         "ChaCha20-Poly1305 plus one read and one write of the file; the write runs on a "
-        "worker (measured lower system time than writing on the reading thread).",
+        "worker, so with a free second core it overlaps the cipher.",
         f"- system time and page faults: (c') is (c) without `_pipeline.settle_allocator`: "
         f"{rep.faults(unsettled)} minor faults and {rep.sys(unsettled):.2f} s "
         f"of system time against {rep.faults('c')} and {rep.sys('c'):.2f} s. This was the "
@@ -525,6 +525,31 @@ def notes(rep: Report) -> list[str]:
         "mmap and trim thresholds above the batch size, and the buffers are then reused.",
         "- what limits age: one core: Go's ChaCha20-Poly1305 plus 64 KiB read/write system "
         "calls (a large share of its CPU is system time); it computes no hash.",
+        "",
+        "How the thread layout was chosen (development runs on 2026-11-25, 11:55-12:13 "
+        "UTC, 1 GiB, payload loop only, in-process, allocator settled, load average 3-5, so "
+        "indicative only; wall seconds of 4 rounds):",
+        "",
+        "- encrypt, ciphertext hash only: worker hashes and writes 2.39, 0.84, 0.86, 1.32; "
+        "caller writes and worker hashes 2.35, 0.86, 0.88, 1.23: no difference, the first "
+        "kept (one rule for every configuration).",
+        "- encrypt, both hashes: plaintext hash on the caller's thread 1.23, 2.28, 1.50, "
+        "1.54; on a worker of its own 1.44, 1.53, 1.22, 2.19: no difference, the second kept "
+        "(the caller's thread then only reads and seals).",
+        "- encrypt, no hash: one thread 1.03, 0.71, 0.90, 0.73; write on a worker 1.09, 0.53, "
+        "0.52, 0.81. Decrypt, no hash, 10 rounds in alternating order: one thread median "
+        "1.42 s (1.11-2.14), write on a worker median 1.51 s (1.18-1.79); system time "
+        "0.26-0.39 s either way once the allocator is settled. Within the noise of a machine "
+        "with no free core, where a second thread cannot help; kept the worker, which "
+        "overlaps the write (about a third of the work) with the cipher when a core is free.",
+        "- an earlier series suggested that writing on the reading thread doubled decrypt's "
+        "system time; rerun in a different order it did not: the runs with high system time "
+        "were each the first decryption after an encryption. The rotating order of this "
+        "benchmark spreads that effect over every configuration.",
+        "- batches of 1 MiB kept (the previous engineer measured 256 KiB-4 MiB no better). "
+        "Preallocated buffers filled with `readinto` and sealed in place removed the page "
+        "faults too (2,000 per GiB) but need an in-place seal/open API that stream.py does "
+        "not have; settling the allocator gives the same without touching stream.py.",
     ]
     return out
 
