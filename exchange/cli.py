@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "status",
     "incidents",
     "audit",
+    "metrics",
     "pull",
     "demo",
     "correct",

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import signal
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -14,10 +17,12 @@ import pytest
 
 from exchange.clock import Clock
 from exchange.core import delivery as lc
-from exchange.errors import UsageError
+from exchange.errors import EXIT_CODES, UsageError
 from exchange.ledger import Ledger
 from exchange.metrics import MetricsServer
 from exchange.model import DatasetId, ReasonCode, Sha256
+from tests.support.sshd import free_port
+from tests.support.workspace import make_offline_workspace
 
 pytestmark = pytest.mark.integration
 
@@ -125,3 +130,31 @@ def test_non_loopback_addresses_are_refused(ledger: Ledger, host: str) -> None:
     """The endpoint never binds anything but a loopback address."""
     with pytest.raises(UsageError, match="only a loopback address is allowed"):
         MetricsServer(ledger, FixedClock(), host=host)
+
+
+def test_metrics_command_serves_until_sigterm(tmp_path: Path) -> None:
+    """`exchange metrics --listen 127.0.0.1:PORT` serves the workspace's ledger figures and
+    exits 0 on SIGTERM; a non-loopback address is refused before anything is served."""
+    ws = make_offline_workspace(tmp_path / "ws")
+    ws.agreement("mash", ["southend-uhft"])
+    (ws.root / "state").mkdir(exist_ok=True)
+    refused = ws.exchange("metrics", "--listen", "0.0.0.0:9464")
+    assert EXIT_CODES["usage"] == refused.returncode
+    assert "only a loopback address is allowed" in refused.stderr
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exchange", "metrics", "--listen", f"127.0.0.1:{port}",
+         "--config", str(ws.config_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        assert f"serving metrics on http://127.0.0.1:{port}/metrics\n" == process.stdout.readline()
+        status, _, text = _scrape(port)
+        assert (200, True) == (status, "exchange_queue_depth 0" in text.splitlines())
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    assert 0 == process.returncode, err

@@ -63,7 +63,9 @@ def fixture_scratch_root(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.mark.parametrize("name", ["exchange.service", "exchange-hub.service"])
+@pytest.mark.parametrize(
+    "name", ["exchange.service", "exchange-hub.service", "exchange-metrics.service"]
+)
 def test_unit_passes_systemd_analyze_verify_without_warnings(scratch_root: Path, name: str) -> None:
     """systemd-analyze verify accepts the unit as shipped, with no warning about any key."""
     result = _run(
@@ -85,13 +87,13 @@ def test_verify_would_catch_a_missing_executable(scratch_root: Path) -> None:
     assert "/opt/exchange/bin/exchange is not executable" in result.stderr
 
 
-def test_daemon_unit_exposure_is_at_most_two() -> None:
-    """systemd-analyze security rates exchange.service 2.0 or lower (offline, as shipped)."""
-    result = _run(
-        _tool("systemd-analyze"), "security", "--offline=yes", str(UNITS / "exchange.service")
-    )
+@pytest.mark.parametrize("name", ["exchange.service", "exchange-metrics.service"])
+def test_unit_exposure_is_at_most_two(name: str) -> None:
+    """systemd-analyze security rates the daemon (and the metrics) unit 2.0 or lower
+    (offline, as shipped)."""
+    result = _run(_tool("systemd-analyze"), "security", "--offline=yes", str(UNITS / name))
     assert 0 == result.returncode, result.stderr
-    match = re.search(r"Overall exposure level for exchange\.service: (\d+\.\d)", result.stdout)
+    match = re.search(rf"Overall exposure level for {re.escape(name)}: (\d+\.\d)", result.stdout)
     assert match is not None, result.stdout
     assert float(match.group(1)) <= MAX_EXPOSURE, result.stdout
 
