@@ -43,7 +43,7 @@ from exchange.demo.workspaces import ESSEX_CC, ESSEX_POLICE, SOUTHEND, Workspace
 from exchange.errors import ExchangeError, PrerequisiteError
 from exchange.hubconfig import HubLayout
 from exchange.ledger import LEDGER_FILENAME, Ledger
-from exchange.receipts import collect_receipts
+from exchange.receipts import ReceiptReport, ReceiptResult, collect_receipts
 from exchange.transport import SftpSettings, SftpTransport
 
 AGREEMENT = "mash-referrals"
@@ -71,6 +71,11 @@ REFUSED = (
     + "R-26-0104,2026-11-24,S-7001,11-15,neglect,low,essex-cc,0000000000\n"
 ).encode("ascii")
 REFUSED_NAME = "mash-referrals-with-nhs-numbers.csv"
+#: The revised dataset after an (invented) accuracy complaint: R-26-0102's age band was wrong.
+CORRECTED = SAMPLE.replace(
+    b"R-26-0102,2026-11-23,S-5172,0-4,", b"R-26-0102,2026-11-23,S-5172,5-10,"
+)
+COMPLAINT = "AC-2026-0042"
 HUB_BASE = Path("/var/lib/exchange-demo")
 TIMEOUT = 60.0
 
@@ -286,13 +291,8 @@ def step_pull(demo: Demo) -> None:
         demo.say(f"      {partner.org.id}: filed {path} (identical bytes), signed receipt sent")
 
 
-def step_receipts(demo: Demo) -> None:
-    # The daemon collects receipts every 5 minutes; the demo stops it and runs the same
-    # collector (exchange.receipts, as 'exchange run' wires it) once, now.
-    demo.say("      (running the daemon's receipt collector once instead of waiting 5 minutes)")
-    code = demo.stop("daemon")
-    if code not in (0, None):
-        raise StepFailed(f"the daemon exited {code} when stopped")
+def _collect_receipts(demo: Demo) -> ReceiptReport:
+    """What the daemon's receipt collector does every 5 minutes, once, now."""
     cfg = demo.cc.config()
     paths = keys_mod.KeyPaths(cfg.folders.keys)
     transport = SftpTransport(
@@ -301,17 +301,28 @@ def step_receipts(demo: Demo) -> None:
     hubconfig.normalise_file_modes(spec_from_config(cfg, demo.hub_root, date.today()))
     try:
         with demo.ledger(demo.cc) as ledger:
-            report = collect_receipts(
+            return collect_receipts(
                 cfg,
                 ledger,
                 transport,
                 datetime.now(UTC),
                 identities=keys_mod.load_identities(paths),
             )
-            states = {p: ledger.get_delivery(d).state for p, d in demo.delivered.items()}
-            incidents = ledger.incidents()
     finally:
         transport.close()
+
+
+def step_receipts(demo: Demo) -> None:
+    # The daemon collects receipts every 5 minutes; the demo stops it and runs the same
+    # collector (exchange.receipts, as 'exchange run' wires it) once, now.
+    demo.say("      (running the daemon's receipt collector once instead of waiting 5 minutes)")
+    code = demo.stop("daemon")
+    if code not in (0, None):
+        raise StepFailed(f"the daemon exited {code} when stopped")
+    report = _collect_receipts(demo)
+    with demo.ledger(demo.cc) as ledger:
+        states = {p: ledger.get_delivery(d).state for p, d in demo.delivered.items()}
+        incidents = ledger.incidents()
     if set(states.values()) != {DeliveryState.ACKNOWLEDGED}:
         raise StepFailed(f"deliveries not acknowledged: {states}; receipts: {report.to_json()}")
     # The one incident expected is the refused file's (step 4).
@@ -333,6 +344,57 @@ def step_receipts(demo: Demo) -> None:
         raise StepFailed(f"exchange status shows {counts}, expected {expected}")
 
 
+def step_correction(demo: Demo) -> None:
+    with demo.ledger(demo.cc) as ledger:
+        first = ledger.get_delivery(demo.delivered[SOUTHEND.id])
+    dataset = first.dataset.value
+    revised = demo.base / "mash-referrals-2026-11-24-corrected.csv"
+    revised.write_bytes(CORRECTED)
+    demo.start("daemon", "run", "--config", str(demo.cc.config_dir), "--settle", "0.5",
+               "--tick", "0.5", "--rescan", "2")  # fmt: skip
+    made = demo.exchange(
+        "correct", dataset, str(revised), "--complaint", COMPLAINT, "--json",
+        "--reason", "R-26-0102: the age band was recorded as 0-4; the child is 7",
+        "--config", str(demo.cc.config_dir),
+    )  # fmt: skip
+    if made.returncode != 0:
+        raise StepFailed(f"exchange correct exited {made.returncode}: {made.stderr.strip()}")
+    recipients = sorted(json.loads(made.stdout)["recipients"])
+    if recipients != sorted(p.org.id for p in demo.partners):
+        raise StepFailed(f"the correction went to {recipients}, not to both holders")
+    demo.say(f"      {dataset} version 2 supersedes version 1 (complaint {COMPLAINT})")
+
+    def sent() -> bool:
+        with demo.ledger(demo.cc) as ledger:
+            return len(ledger.deliveries(DeliveryState.SENT)) == len(demo.partners)
+
+    _wait(sent, TIMEOUT, "both corrections to be sent")
+    for partner in demo.partners:
+        result = demo.exchange("pull", "--json", "--config", str(partner.config_dir))
+        outcomes = json.loads(result.stdout)["pull"]["outcomes"] if result.stdout else []
+        filed = [o for o in outcomes if o["result"] == "filed"]
+        if result.returncode != 0 or len(filed) != 1:
+            raise StepFailed(f"exchange pull at {partner.org.id}: {result.returncode} {outcomes}")
+        path = Path(filed[0]["path"])
+        with demo.ledger(partner) as ledger:
+            rows = ledger.received(ESSEX_CC.id)
+        if path.read_bytes() != CORRECTED or rows[-1].status != "replaced":
+            raise StepFailed(f"{path}: not replaced in place ({rows[-1].status})")
+        old = [p for p in path.parent.rglob("*") if p.is_file() and p.read_bytes() == SAMPLE]
+        demo.say(f"      {partner.org.id}: {path} now holds the revised data (receipt: replaced)")
+        if old:
+            demo.say(f"      {partner.org.id}: the old version was moved aside to {old[0]}")
+    demo.stop("daemon")
+    report = _collect_receipts(demo)
+    if report.count(ReceiptResult.ACKNOWLEDGED) != len(demo.partners):
+        raise StepFailed(f"replaced receipts not all verified: {report.to_json()}")
+    listing = demo.exchange("corrections", "--all", "--config", str(demo.cc.config_dir))
+    for line in listing.stdout.splitlines():
+        demo.say(f"      | {line}")
+    if listing.returncode != 0 or ": complete;" not in listing.stdout:
+        raise StepFailed(f"exchange corrections does not show it complete: {listing.stdout}")
+
+
 STEPS: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("three workspaces with keys, partners and the MASH agreement", step_workspaces),
     ("Essex County Council's hub on a loopback port (exchange hub run)", step_hub),
@@ -340,6 +402,7 @@ STEPS: tuple[tuple[str, Callable[[Demo], None]], ...] = (
     ("a file with a column the agreement does not allow is quarantined", step_refused),
     ("each partner pulls, verifies, decrypts, files and acknowledges (exchange pull)", step_pull),
     ("the receipts are verified and the deliveries marked acknowledged", step_receipts),
+    ("a correction replaces the data at both partners (exchange correct)", step_correction),
 )
 
 
