@@ -18,7 +18,9 @@ Rules:
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -107,6 +109,8 @@ class Partner:
     hub_folder: str
     keys: PartnerKeys
     withdrawal_notice: date | None
+    #: After a withdrawal, keep the hub login open through this date (for corrections).
+    hub_access_until: date | None = None
 
     @property
     def no_new_data_from(self) -> date | None:
@@ -195,8 +199,47 @@ class _Loader:
         except ValueError:
             return str(path)
 
+    def unsafe(self, path: Path) -> bool:
+        """StrictModes for configuration: it pins keys, so only its owner may change it.
+
+        A file or folder that group or others can write, or that belongs to someone other
+        than root or this user, could swap a partner's recipient or the hub's pinned host
+        key (TESTPLAN B21); it is a problem, not a warning.
+        """
+        try:
+            info = path.stat()
+        except OSError:
+            return False  # reported by the reader
+        shown = self.name(path)
+        if info.st_uid not in (0, os.geteuid()):
+            self.problems.add(
+                shown,
+                f"owned by uid {info.st_uid}, not by root or this user (uid {os.geteuid()}); "
+                f"run 'chown {os.geteuid()} {path}'",
+            )
+            return True
+        if info.st_mode & 0o022:
+            self.problems.add(
+                shown,
+                f"writable by group or others (mode {stat.S_IMODE(info.st_mode):04o}); "
+                f"run 'chmod go-w {path}'",
+            )
+            return True
+        return False
+
+    def check_folders(self) -> None:
+        for folder in (
+            self.config_dir,
+            self.config_dir / "partners",
+            self.config_dir / "agreements",
+        ):
+            if folder.is_dir():
+                self.unsafe(folder)
+
     def read(self, path: Path) -> Table | None:
         shown = self.name(path)
+        if self.unsafe(path):
+            return None
         try:
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -292,6 +335,12 @@ class _Loader:
         contact = table.parsed("contact", _pattern(_EMAIL, "a role e-mail address"))
         folder = table.parsed("hub_folder", _id)
         notice = table.date("withdrawal_notice", required=False)
+        access_until = table.date("hub_access_until", required=False)
+        if access_until is not None and notice is None:
+            table.problem(
+                "hub_access_until",
+                "only used with withdrawal_notice: a partner that has not withdrawn keeps its login",
+            )
         keys_t = table.table("keys")
         table.done()
         keys = None
@@ -299,7 +348,7 @@ class _Loader:
             keys = self.partner_keys(keys_t)
             keys_t.done()
         if name and ico and contact and folder and keys:
-            return Partner(partner_id, name, ico, contact, folder, keys, notice)
+            return Partner(partner_id, name, ico, contact, folder, keys, notice, access_until)
         return None
 
     def partner_keys(self, table: Table) -> PartnerKeys | None:
@@ -486,6 +535,7 @@ class _Loader:
     # --- the whole workspace ---------------------------------------------------------------
 
     def load(self) -> Config:
+        self.check_folders()
         main = self.main()
         partners: dict[str, Partner] = {}
         for path in sorted((self.config_dir / "partners").glob("*.toml")):
@@ -522,7 +572,22 @@ class _Loader:
         agreements: Mapping[str, Agreement],
     ) -> None:
         folders_seen: dict[str, str] = {}
+        keys_seen: dict[tuple[str, str], str] = {}
         for partner in partners.values():
+            # One key per organisation: a shared key would let one partner read, sign or log in
+            # as another (a copy-paste of the wrong key card is the usual cause).
+            for key_name, value in (
+                ("age_recipient", partner.keys.age_recipient),
+                ("signing_key", partner.keys.signing_key),
+                ("ssh_public_key", " ".join(partner.keys.ssh_public_key.split()[:2])),
+            ):
+                holder = keys_seen.setdefault((key_name, value), partner.id)
+                if holder != partner.id:
+                    self.problems.add(
+                        f"{self.name(self.config_dir / 'partners' / f'{partner.id}.toml')}: keys.{key_name}",
+                        f"is also the {key_name} of partner {holder!r}; each organisation must have "
+                        "its own keys (check that the right key card was pasted)",
+                    )
             other = folders_seen.setdefault(partner.hub_folder, partner.id)
             if other != partner.id:
                 self.problems.add(

@@ -130,8 +130,14 @@ def config_warnings(cfg: Config, today: date) -> list[str]:
             tense = "stopped" if stop <= today else "stop"
             warnings.append(
                 f"partner {partner.id}: withdrawal notice given; new datasets {tense} on {stop} "
-                "(corrections still reach it)"
+                "(corrections still reach its hub folder)"
             )
+            access = partner.hub_access_until
+            if stop <= today and (access is None or access < today):
+                warnings.append(
+                    f"partner {partner.id}: its hub login is disabled; to let it pull a correction, "
+                    "set hub_access_until in its partner file and re-run 'exchange hub provision'"
+                )
     for agreement in cfg.agreements.values():
         if agreement.review <= today:
             warnings.append(f"agreement {agreement.id}: review date {agreement.review} has passed")

@@ -76,7 +76,9 @@ def spec_from_config(
                 login=partner.hub_folder,
                 folder=partner.hub_folder,
                 ssh_public_keys=(partner.keys.ssh_public_key,),
-                enabled=hubconfig.login_enabled(partner.withdrawal_notice, today),
+                enabled=hubconfig.login_enabled(
+                    partner.withdrawal_notice, today, partner.hub_access_until
+                ),
             )
         )
     return HubSpec(root=root.absolute(), accounts=tuple(accounts), listen=listen)

@@ -146,9 +146,19 @@ class ApplyReport:
     disabled: tuple[str, ...] = ()
 
 
-def login_enabled(withdrawal_notice: date | None, today: date) -> bool:
-    """Whether a partner login is still enabled: until notice + 28 days (protocol §11)."""
+def login_enabled(
+    withdrawal_notice: date | None, today: date, access_until: date | None = None
+) -> bool:
+    """Whether a partner login is still enabled: until notice + 28 days (protocol §11), or
+    through ``access_until`` if that is later.
+
+    A withdrawn partner must keep complying for the data it holds, so a correction of that
+    data still goes to its folder (protocol §8, §11); ops extend its access with
+    ``hub_access_until`` in its partner file until it has pulled the correction.
+    """
     if withdrawal_notice is None:
+        return True
+    if access_until is not None and today <= access_until:
         return True
     return today < withdrawal_notice + timedelta(days=WITHDRAWAL_NOTICE_DAYS)
 

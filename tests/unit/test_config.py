@@ -62,6 +62,12 @@ def test_example_config_loads() -> None:
 REFUSALS: list[tuple[str, str, str, str]] = [
     (
         POLICE,
+        "\n[keys]",
+        "\nhub_access_until = 2027-06-01\n[keys]",
+        "essex-police.toml: hub_access_until: only used with withdrawal_notice",
+    ),
+    (
+        POLICE,
         'signing_key = "ed25519:nVvwO+bX4o7ukLi1mY6TDfKTl4EjGK8576Kies3CBAA="',
         'signing_key = "ed25519:AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="',
         "essex-police.toml: keys.signing_key: ed25519 public key: small-order point",
@@ -367,3 +373,52 @@ def test_any_mutation_is_accepted_or_refused_cleanly(
             assert error.problems and all(isinstance(p, str) and ": " in p for p in error.problems)
     finally:
         (workspace / MASH).write_text(original)
+
+
+@pytest.mark.parametrize("relative", ["exchange.toml", POLICE, MASH, ".", "partners", "agreements"])
+def test_writable_by_others_is_refused(workspace: Path, relative: str) -> None:
+    """A config file or folder that group or others may write is refused (TESTPLAN B21)."""
+    target = workspace / relative
+    target.chmod(target.stat().st_mode | 0o022)
+    problems = _problems(workspace)
+    assert any("writable by group or others" in p and "chmod go-w" in p for p in problems), problems
+
+
+def test_owned_by_another_user_is_refused(workspace: Path) -> None:
+    """A partner file owned by another (non-root) user is refused, since it pins keys."""
+    import os
+
+    if os.geteuid() != 0:
+        pytest.fail("this test changes file ownership and must run as root (CI does)")
+    os.chown(workspace / POLICE, 65534, 65534)
+    problems = _problems(workspace)
+    assert any("owned by uid 65534" in p for p in problems), problems
+
+
+def test_two_partners_with_one_key_are_refused(workspace: Path) -> None:
+    """A key card pasted into two partner files is refused for each shared key."""
+    police = (workspace / POLICE).read_text()
+    southend = workspace / "partners" / "southend-uhft.toml"
+    keys_block = police[police.index("\n[keys]") :]
+    text = southend.read_text()
+    southend.write_text(text[: text.index("\n[keys]")] + keys_block)
+    problems = _problems(workspace)
+    for key in ("age_recipient", "signing_key", "ssh_public_key"):
+        assert any(f"keys.{key}: is also the {key} of partner" in p for p in problems), problems
+
+
+def test_withdrawn_partner_keeps_hub_access_until(workspace: Path) -> None:
+    """hub_access_until is read for a withdrawn partner and extends its hub login."""
+    from exchange.hubconfig import login_enabled
+
+    path = workspace / "partners" / "thurrock-council.toml"
+    _edit(
+        path,
+        "withdrawal_notice = 2027-02-01",
+        "withdrawal_notice = 2027-02-01\nhub_access_until = 2027-06-30",
+    )
+    partner = load_config(workspace).partners["thurrock-council"]
+    assert date(2027, 6, 30) == partner.hub_access_until
+    assert login_enabled(partner.withdrawal_notice, date(2027, 6, 30), partner.hub_access_until)
+    assert not login_enabled(partner.withdrawal_notice, date(2027, 7, 1), partner.hub_access_until)
+    assert not login_enabled(partner.withdrawal_notice, date(2027, 3, 1), None)
