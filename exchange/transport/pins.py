@@ -22,9 +22,28 @@ from dataclasses import dataclass
 
 from exchange.errors import ConfigError
 
-#: Host key types we accept a pin for, in preference order. RSA is left out on purpose: the hub
-#: is ours and its provisioning generates Ed25519 host keys.
-ACCEPTED_TYPES: tuple[str, ...] = ("ssh-ed25519", "ecdsa-sha2-nistp256")
+#: Host key types we accept a pin for, in preference order: the same list as
+#: ``signing.SSH_HOST_KEY_TYPES`` (what ``exchange config check`` accepts), so a configuration
+#: that passes the check also connects. Our own hub's provisioning generates Ed25519 keys; the
+#: others are for a partner's hub run on a stock sshd.
+ACCEPTED_TYPES: tuple[str, ...] = (
+    "ssh-ed25519",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+    "ssh-rsa",
+)
+#: The SSH host key algorithms that prove each pinned key type. An RSA key is only ever
+#: accepted with SHA-2 signatures (never the SHA-1 ``ssh-rsa`` signature algorithm).
+_ALGORITHMS: dict[str, tuple[str, ...]] = {
+    "ssh-ed25519": ("ssh-ed25519",),
+    "ecdsa-sha2-nistp256": ("ecdsa-sha2-nistp256",),
+    "ecdsa-sha2-nistp384": ("ecdsa-sha2-nistp384",),
+    "ecdsa-sha2-nistp521": ("ecdsa-sha2-nistp521",),
+    "ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256"),
+}
+#: Same floor as ``signing.MIN_RSA_BITS``.
+MIN_RSA_BITS = 3072
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +76,22 @@ def _blob_type(blob: bytes) -> str | None:
         return None
 
 
+def _rsa_bits(blob: bytes) -> int:
+    """Bits of the modulus of an ``ssh-rsa`` blob (string type, mpint e, mpint n); 0 if torn."""
+    offset = 0
+    fields: list[bytes] = []
+    for _ in range(3):
+        if len(blob) < offset + 4:
+            return 0
+        (length,) = struct.unpack(">I", blob[offset : offset + 4])
+        offset += 4
+        if len(blob) < offset + length:
+            return 0
+        fields.append(blob[offset : offset + length])
+        offset += length
+    return int.from_bytes(fields[2], "big").bit_length() if offset == len(blob) else 0
+
+
 def parse_pin(line: str, *, where: str = "hub.host_keys") -> HostKeyPin:
     """Parse one pinned key line; raise :class:`ConfigError` naming ``where`` if it is bad."""
     fields = line.split()
@@ -74,6 +109,11 @@ def parse_pin(line: str, *, where: str = "hub.host_keys") -> HostKeyPin:
         raise ConfigError(f"{where}: {key_type} key is not valid base64") from None
     if _blob_type(blob) != key_type:
         raise ConfigError(f"{where}: key blob does not hold a {key_type} key")
+    if key_type == "ssh-rsa" and _rsa_bits(blob) < MIN_RSA_BITS:
+        raise ConfigError(
+            f"{where}: rsa host key below {MIN_RSA_BITS} bits",
+            hint="pin the hub's ed25519 host key instead",
+        )
     return HostKeyPin(key_type, blob)
 
 
@@ -87,6 +127,13 @@ def parse_pins(
             hint="ask the hub's operator for its host key fingerprints and pin them",
         )
     return tuple(parse_pin(line, where=f"{where}[{i}]") for i, line in enumerate(lines))
+
+
+def host_key_algorithms(pins: tuple[HostKeyPin, ...]) -> tuple[str, ...]:
+    """The host key algorithms to offer, in preference order: only those proving a pinned key
+    type, so the server presents a pinned key or the handshake fails."""
+    pinned = {pin.key_type for pin in pins}
+    return tuple(alg for t in ACCEPTED_TYPES if t in pinned for alg in _ALGORITHMS[t])
 
 
 def matches(pins: tuple[HostKeyPin, ...], key_type: str, blob: bytes) -> bool:

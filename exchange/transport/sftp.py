@@ -49,7 +49,7 @@ from exchange.errors import (
     TransientTransportError,
     TransportError,
 )
-from exchange.transport.pins import ACCEPTED_TYPES, fingerprint, matches, parse_pins
+from exchange.transport.pins import fingerprint, host_key_algorithms, matches, parse_pins
 from exchange.transport.port import (
     DEFAULT_MAX_ENTRIES,
     EntryKind,
@@ -376,8 +376,7 @@ class SftpTransport:
             options = transport.get_security_options()
             options.ciphers = tuple(c for c in _CIPHERS if c in options.ciphers)
             # Only ask for key types we hold pins for, so the server presents a pinned one.
-            pinned_types = {pin.key_type for pin in self._pins}
-            options.key_types = tuple(t for t in ACCEPTED_TYPES if t in pinned_types)
+            options.key_types = host_key_algorithms(self._pins)
             try:
                 transport.start_client(timeout=s.io_timeout)
             except paramiko.ssh_exception.IncompatiblePeer as error:
