@@ -19,6 +19,7 @@ from exchange.core.delivery import DeliveryState
 from exchange.errors import NotFoundError, RefusedError, UsageError
 from exchange.ledger import Ledger, Version
 from exchange.model import DatasetId, Sha256
+from tests.support.sshd import make_client_key
 from tests.support.workspace import CSV_FIELDS, Workspace, csv_bytes, make_offline_workspace
 
 pytestmark = pytest.mark.integration
@@ -31,6 +32,18 @@ PARTNERS = ("southend-uhft", "essex-police", "barnardos")
 def fixture_ws(tmp_path: Path) -> Workspace:
     ws = make_offline_workspace(tmp_path / "ws", PARTNERS)
     ws.agreement("mash", PARTNERS)
+    # Each organisation has its own hub key (config refuses one shared by two partners).
+    for partner in PARTNERS:
+        _private, line = make_client_key(tmp_path, partner)
+        path = ws.config_dir / "partners" / f"{partner}.toml"
+        text = path.read_text("utf-8").splitlines()
+        text = [
+            f'ssh_public_key = "{" ".join(line.split()[:2])}"'
+            if row.startswith("ssh_public_key")
+            else row
+            for row in text
+        ]
+        path.write_text("\n".join(text) + "\n", "utf-8")
     return ws
 
 
