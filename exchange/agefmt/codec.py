@@ -16,12 +16,10 @@ Rules:
    then the payload nonce, then the payload.
 5. A file is never encrypted to post-quantum and classical recipients together: the
    classical stanza would let a future quantum computer recover the file key.
-6. Threads: the caller's thread only reads and seals or opens. The output side (its hash,
-   if asked for, and the write) runs on one worker per output, and the input side's hash,
-   if asked for, on a worker of its own; a hash not asked for costs nothing. With a free
-   second core the write and the hashes overlap the cipher; the alternatives measured
-   (writing on the caller's thread, hashing the input side inline, one thread for all)
-   were no faster (bench/RESULTS.md).
+6. Threads: the caller's thread reads, seals or opens, and writes; each hash asked for runs
+   on a worker of its own (per output for a fan-out's ciphertexts). One hash (~0.6 s/GiB)
+   then weighs about what read + cipher + write weigh, both hashes make three similar parts
+   on two cores, and no hash means no thread. Measurements: bench/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -30,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO, Generic, Literal, TypeVar, overload
 
+from exchange.agefmt import _pipeline as pipe
 from exchange.agefmt import _primitives as prim
 from exchange.agefmt import header as hdr
-from exchange.agefmt._pipeline import Digest, Fanout, Source, read_full, settle_allocator, sniff
 from exchange.agefmt.armor import ArmorReader, ArmorWriter
 from exchange.agefmt.keys import Identity, Recipient
 from exchange.agefmt.stream import CHUNK, ENC_CHUNK, NONCE_SIZE, Opener, Sealer, payload_key
@@ -76,6 +74,19 @@ class DecryptResult(Generic[P, C]):
     ciphertext_sha256: C
 
 
+def _fanout(
+    consumers: list[pipe.Consumer], *, threaded: bool, inline: Sequence[pipe.Consumer] = ()
+) -> pipe.Fanout:
+    """``consumers`` on a worker if they hash (``threaded``), else here; ``inline`` here.
+
+    Blocks handed to a worker are never modified afterwards: read blocks are ``bytes`` and
+    each sealed or opened batch is a new ``bytearray``.
+    """
+    if threaded:
+        return pipe.Fanout(consumers, inline=inline)
+    return pipe.Fanout(inline=[*inline, *consumers])
+
+
 def _check_recipients(recipients: Sequence[Recipient]) -> None:
     if not recipients:
         raise UsageError("no recipients given", hint="pass at least one recipient (-r age1…)")
@@ -105,7 +116,7 @@ class _Target:
         nonce = prim.random_bytes(NONCE_SIZE)
         self.intro = hdr.encode_header(file_key, stanzas) + nonce
         self.sealer = Sealer(payload_key(file_key, nonce))
-        self.digest = Digest(hash_ciphertext)
+        self.digest = pipe.Digest(hash_ciphertext)
         self.armor: ArmorWriter | None = None
         if armor:
             digest, write = self.digest, dst.write
@@ -114,10 +125,11 @@ class _Target:
                 digest(block)
                 write(block)
 
+            # The armor writer keeps line state, so it and the hash it feeds stay together.
             self.armor = ArmorWriter(write_armored)
-            self.fanout = Fanout([self.armor.write])
+            self.fanout = _fanout([self.armor.write], threaded=hash_ciphertext)
         else:
-            self.fanout = Fanout([self.digest, dst.write])
+            self.fanout = _fanout([self.digest], threaded=hash_ciphertext, inline=[dst.write])
 
     def finish_armor(self) -> None:
         """Write the armor's last line and END line, once every block is consumed."""
@@ -145,18 +157,18 @@ def encrypt_fanout(
         _Target(recipients, dst, armor=armor, hash_ciphertext=hash_ciphertext)
         for recipients, dst in targets
     ]
-    plain = Digest(hash_plaintext)
+    plain = pipe.Digest(hash_plaintext)
     # Read blocks are bytes, never reused, so the plaintext hash can run on its own worker.
-    plain_fanout = Fanout([plain]) if hash_plaintext else Fanout(inline=[plain])
+    plain_fanout = _fanout([plain], threaded=hash_plaintext)
     fanouts = [plain_fanout, *(t.fanout for t in outputs)]
     batch = BATCH_CHUNKS * CHUNK
-    settle_allocator()
+    pipe.settle_allocator()
     try:
         for target in outputs:
             target.fanout.feed(target.intro)
-        pending = read_full(src.read, batch)
+        pending = pipe.read_full(src.read, batch)
         while True:
-            following = read_full(src.read, batch) if len(pending) == batch else b""
+            following = pipe.read_full(src.read, batch) if len(pending) == batch else b""
             final = not following
             plain_fanout.feed(pending)
             for target in outputs:
@@ -335,8 +347,8 @@ def decrypt(
     result (``exchange decrypt`` needs none; a verifier that hashed the file while it
     fetched it needs only the plaintext one).
     """
-    cipher = Digest(hash_ciphertext)
-    prefix, detected = sniff(src.read)
+    cipher = pipe.Digest(hash_ciphertext)
+    prefix, detected = pipe.sniff(src.read)
     armored = detected if armored is None else armored
     if armored:
 
@@ -346,15 +358,11 @@ def decrypt(
             return data
 
         cipher(prefix)
-        source = Source(ArmorReader(hashing_read, prefix).read)
-        cipher_fanout = Fanout(inline=[_already_hashed])
-    elif hash_ciphertext:
-        # Read blocks are bytes, never reused, so the ciphertext hash can run on its own worker.
-        source = Source(src.read, prefix)
-        cipher_fanout = Fanout([cipher])
+        source = pipe.Source(ArmorReader(hashing_read, prefix).read)
+        cipher_fanout = pipe.Fanout(inline=[_already_hashed])
     else:
-        source = Source(src.read, prefix)
-        cipher_fanout = Fanout(inline=[cipher])
+        source = pipe.Source(src.read, prefix)
+        cipher_fanout = _fanout([cipher], threaded=hash_ciphertext)
     header, covered = hdr.parse(source.readline)
     file_key = _unwrap(header.stanzas, identities)
     hdr.verify_mac(file_key, covered, header.mac)
@@ -362,10 +370,10 @@ def decrypt(
     if len(nonce) != NONCE_SIZE:
         raise HeaderError("age file: it ends before the payload nonce")
     opener = Opener(payload_key(file_key, nonce))
-    plain = Digest(hash_plaintext)
-    plain_fanout = Fanout([plain, dst.write])
+    plain = pipe.Digest(hash_plaintext)
+    plain_fanout = _fanout([plain], threaded=hash_plaintext, inline=[dst.write])
     batch = BATCH_CHUNKS * ENC_CHUNK
-    settle_allocator()
+    pipe.settle_allocator()
     try:
         cipher_fanout.feed(header.encode() + nonce)
         pending = source.read_full(batch)
