@@ -77,6 +77,14 @@ class Folders:
     keys: Path
 
 
+#: ``[hub] role``: whose hub we log in to (docs/hub.md, "Roles"). ``operator``: our own hub,
+#: as its daemon login, whose chroot holds every partner's folder (we deliver into
+#: ``<hub_folder>/inbox``). ``partner``: another organisation's hub, as the partner login it
+#: gave us, whose chroot is our own folder (we deliver into ``outbox/``, and the one partner
+#: configured is that organisation).
+HUB_ROLES = ("operator", "partner")
+
+
 @dataclass(frozen=True, slots=True)
 class Hub:
     host: str
@@ -84,6 +92,12 @@ class Hub:
     login: str
     host_keys: tuple[str, ...]  # pinned "ssh-ed25519 AAAA..." lines; never auto-accepted
     connect_timeout: float
+    role: str = "operator"  # one of HUB_ROLES
+
+    @property
+    def is_partner(self) -> bool:
+        """True when the hub is another organisation's and we are one of its partners."""
+        return self.role == "partner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,9 +320,10 @@ class _Loader:
                 if error:
                     hub_t.problem(f"host_keys[{index}]", error)
             timeout = hub_t.integer("connect_timeout", required=False, minimum=1)
+            role = hub_t.one_of("role", HUB_ROLES, default="operator")
             hub_t.done()
-            if host and port and login and host_keys is not None:
-                hub = Hub(host, port, login, tuple(host_keys), float(timeout or 20))
+            if host and port and login and host_keys is not None and role:
+                hub = Hub(host, port, login, tuple(host_keys), float(timeout or 20), role)
         logging = Logging("info", "auto")
         if log_t:
             level = log_t.one_of("level", ("debug", "info", "warning", "error"), default="info")
@@ -599,6 +614,14 @@ class _Loader:
                     self.name(self.config_dir / "partners" / f"{partner.id}.toml"),
                     "a partner cannot have this organisation's own id",
                 )
+        if main and main[2].is_partner and len(partners) > 1:
+            # A partner login sees only its own folder: everything we deliver goes to its
+            # outbox/, which only the hub's organisation reads.
+            self.problems.add(
+                f"{self.name(self.config_dir / 'exchange.toml')}: hub.role",
+                f"'partner' allows one partner (the hub's organisation), found {len(partners)}: "
+                f"{', '.join(sorted(partners))}",
+            )
         outboxes: dict[Path, str] = {}
         for agreement in agreements.values():
             where = f"{self.name(self.config_dir / 'agreements' / f'{agreement.id}.toml')}: outbox"

@@ -422,3 +422,23 @@ def test_withdrawn_partner_keeps_hub_access_until(workspace: Path) -> None:
     assert login_enabled(partner.withdrawal_notice, date(2027, 6, 30), partner.hub_access_until)
     assert not login_enabled(partner.withdrawal_notice, date(2027, 7, 1), partner.hub_access_until)
     assert not login_enabled(partner.withdrawal_notice, date(2027, 3, 1), None)
+
+
+def test_hub_role_defaults_to_operator_and_partner_allows_one_partner(workspace: Path) -> None:
+    """[hub] role is 'operator' unless set; 'partner' loads with the hub's organisation as the
+    one partner, and is refused with several partners or an unknown role."""
+    assert "operator" == load_config(workspace).hub.role
+    main = workspace / "exchange.toml"
+    _edit(main, "connect_timeout = 20", 'connect_timeout = 20\nrole = "partner"')
+    problems = _problems(workspace)
+    assert any("hub.role: 'partner' allows one partner" in p for p in problems), problems
+    _edit(main, 'role = "partner"', 'role = "owner"')
+    assert any("role: expected one of operator, partner" in p for p in _problems(workspace))
+    _edit(main, 'role = "owner"', 'role = "partner"')
+    for path in (workspace / "partners").glob("*.toml"):
+        if path.stem != "southend-uhft":
+            path.unlink()
+    for path in (workspace / "agreements").glob("*.toml"):
+        path.unlink()
+    cfg = load_config(workspace)
+    assert cfg.hub.is_partner and ["southend-uhft"] == list(cfg.partners)
