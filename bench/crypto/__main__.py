@@ -504,16 +504,16 @@ def notes(rep: Report) -> list[str]:
         "(2.0 = a free second core). Ours uses two cores as soon as a hash is asked for; "
         "age uses one, so a busy machine costs us more than it costs age.",
         f"- (a) CPU {rep.cpu('a') / gib:.2f} s/GiB against age's {rep.cpu('age-enc') / gib:.2f}: "
-        "SHA-256 of the ciphertext (the largest single cost, see the ceilings) on the worker "
-        "with the write, ChaCha20-Poly1305 and the read on the caller's thread: the two "
-        "halves overlap, so wall time is about the larger half plus start-up when the "
-        "second core is free.",
+        "SHA-256 of the ciphertext (the largest single cost, see the ceilings) on a worker; "
+        "read, ChaCha20-Poly1305 and write on the caller's thread, about the same cost: "
+        "with a free second core the halves overlap and wall time is about one half plus "
+        "start-up; with no free core it is the sum, about 1.5 times age's CPU.",
         f"- (b)/(d) CPU {rep.cpu('b') / gib:.2f} / {rep.cpu('d') / gib:.2f} s/GiB: two SHA-256 "
         "passes are more CPU than all of age's work, so on two cores they cannot beat age "
-        "whatever the split; each hash runs on its own worker.",
+        "whatever the split; each hash runs on its own worker, the rest on the caller's "
+        "thread (three similar parts on two cores).",
         f"- (c) CPU {rep.cpu('c') / gib:.2f} s/GiB against age's {rep.cpu('age-dec') / gib:.2f}: "
-        "ChaCha20-Poly1305 plus one read and one write of the file; the write runs on a "
-        "worker, so with a free second core it overlaps the cipher.",
+        "ChaCha20-Poly1305 plus one read and one write of the file, on one thread.",
         f"- system time and page faults: (c') is (c) without `_pipeline.settle_allocator`: "
         f"{rep.faults(unsettled)} minor faults and {rep.sys(unsettled):.2f} s "
         f"of system time against {rep.faults('c')} and {rep.sys('c'):.2f} s. This was the "
@@ -531,8 +531,9 @@ def notes(rep: Report) -> list[str]:
         "indicative only; wall seconds of 4 rounds):",
         "",
         "- encrypt, ciphertext hash only: worker hashes and writes 2.39, 0.84, 0.86, 1.32; "
-        "caller writes and worker hashes 2.35, 0.86, 0.88, 1.23: no difference, the first "
-        "kept (one rule for every configuration).",
+        "caller writes and worker hashes 2.35, 0.86, 0.88, 1.23: no difference on a machine "
+        "with no free core; the second kept, as it splits the work in halves of about equal "
+        "cost (hash ~0.6 s/GiB; read + cipher + write about the same).",
         "- encrypt, both hashes: plaintext hash on the caller's thread 1.23, 2.28, 1.50, "
         "1.54; on a worker of its own 1.44, 1.53, 1.22, 2.19: no difference, the second kept "
         "(the caller's thread then only reads and seals).",
@@ -540,8 +541,9 @@ def notes(rep: Report) -> list[str]:
         "0.52, 0.81. Decrypt, no hash, 10 rounds in alternating order: one thread median "
         "1.42 s (1.11-2.14), write on a worker median 1.51 s (1.18-1.79); system time "
         "0.26-0.39 s either way once the allocator is settled. Within the noise of a machine "
-        "with no free core, where a second thread cannot help; kept the worker, which "
-        "overlaps the write (about a third of the work) with the cipher when a core is free.",
+        "with no free core, where a second thread cannot help; kept one thread (simplest, "
+        "and no thread start). Not measured: the write on a worker with a free core, which "
+        "could overlap it (about a third of the work) with the cipher.",
         "- an earlier series suggested that writing on the reading thread doubled decrypt's "
         "system time; rerun in a different order it did not: the runs with high system time "
         "were each the first decryption after an encryption. The rotating order of this "
