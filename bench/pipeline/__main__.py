@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from bench.pipeline import cases, svg, world
 
@@ -82,10 +83,10 @@ def machine() -> dict[str, str]:
     }
 
 
-def run(plan: Plan, work: Path) -> dict[str, object]:
+def run(plan: Plan, work: Path) -> dict[str, Any]:
     started = time.perf_counter()
     info = machine()
-    report: dict[str, object] = {"machine": info, "plan": dataclasses.asdict(plan)}
+    report: dict[str, Any] = {"machine": info, "plan": dataclasses.asdict(plan)}
     with world.bench_world(work) as ws:
         world.add_agreement(ws, "one", world.PARTNERS[:1])
         for count in plan.partner_counts:
@@ -139,13 +140,13 @@ def run(plan: Plan, work: Path) -> dict[str, object]:
     return report
 
 
-def render(report: dict[str, object], quick: bool, when: str, write: bool) -> str:
-    m: dict[str, str] = report["machine"]  # type: ignore[assignment]
-    lat: dict[str, object] = report["latency"]  # type: ignore[assignment]
-    tp: list[dict[str, object]] = report["throughput"]  # type: ignore[assignment]
-    rss: dict[str, float] = report["rss"]  # type: ignore[assignment]
-    st: dict[str, object] = report["status"]  # type: ignore[assignment]
-    seconds: list[float] = lat["seconds"]  # type: ignore[assignment]
+def render(report: dict[str, Any], quick: bool, when: str, write: bool) -> str:
+    m = report["machine"]
+    lat = report["latency"]
+    tp = report["throughput"]
+    rss = report["rss"]
+    st = report["status"]
+    seconds = lat["seconds"]
     flags = [f for f, on in (("--quick", quick), ("--write", write)) if on]
     invocation = " ".join([".venv/bin/python -m bench.pipeline", *flags])
     lines = [
@@ -167,14 +168,14 @@ def render(report: dict[str, object], quick: bool, when: str, write: bool) -> st
         "| --- | --- | --- |",
         f"| drop-to-hub latency, small file, immediate agreement, {len(seconds)} files | "
         f"p50 {lat['p50']:.3f} s, p99 {lat['p99']:.3f} s (stability time {lat['settle']} s "
-        f"included; p50 minus it {float(lat['p50']) - float(lat['settle']):.3f} s) | "  # type: ignore[arg-type]
+        f"included; p50 minus it {float(lat['p50']) - float(lat['settle']):.3f} s) | "
         f"p50 < 1 s + stability time |",
     ]
     for row in tp:
-        ours: list[float] = row["ours"]  # type: ignore[assignment]
-        stock: list[float] = row["stock"]  # type: ignore[assignment]
-        size = int(row["size"]) // MIB  # type: ignore[call-overload]
-        mb_s = int(row["size"]) / min(ours) / 1e6  # type: ignore[call-overload]
+        ours = row["ours"]
+        stock = row["stock"]
+        size = int(row["size"]) // MIB
+        mb_s = int(row["size"]) / min(ours) / 1e6
         lines.append(
             f"| {size} MiB to {row['partners']} partner(s), seconds | ours {min(ours):.2f} "
             f"({', '.join(f'{x:.2f}' for x in ours)}; {mb_s:.0f} MB/s of plaintext) vs stock "
@@ -187,8 +188,8 @@ def render(report: dict[str, object], quick: bool, when: str, write: bool) -> st
         f"ran every case above: {report['throughput_daemon_rss_mib']:.1f} MiB, after the "
         f"latency files alone: {lat['rss_mib']:.1f} MiB | < 100 MiB at 4 GiB |",
         f"| `exchange status --json`, {st['deliveries']:,} deliveries | command (interpreter "
-        f"start-up included) {min(st['command']):.2f} s ({', '.join(f'{x:.2f}' for x in st['command'])}); "  # type: ignore[arg-type]
-        f"the status query alone {min(st['in_process']):.2f} s; exit {st['exit_code']} | < 1 s |",  # type: ignore[arg-type]
+        f"start-up included) {min(st['command']):.2f} s ({', '.join(f'{x:.2f}' for x in st['command'])}); "
+        f"the status query alone {min(st['in_process']):.2f} s; exit {st['exit_code']} | < 1 s |",
         "",
         f"The status ledger was built with the ledger API in {st['build_seconds']:.0f} s: two "
         "recipients per dataset, 99 in 100 datasets uploaded and acknowledged, the rest pending.",
@@ -200,17 +201,17 @@ def render(report: dict[str, object], quick: bool, when: str, write: bool) -> st
     return "\n".join(lines)
 
 
-def plots(report: dict[str, object]) -> dict[str, str]:
-    tp: list[dict[str, object]] = report["throughput"]  # type: ignore[assignment]
+def plots(report: dict[str, Any]) -> dict[str, str]:
+    tp = report["throughput"]
     one = [r for r in tp if r["partners"] == 1]
-    biggest = max(int(r["size"]) for r in tp)  # type: ignore[call-overload]
+    biggest = max(int(r["size"]) for r in tp)
     at_big = [r for r in tp if r["size"] == biggest]
 
-    def pts(rows: list[dict[str, object]], key: str, x: str) -> list[tuple[float, float]]:
+    def pts(rows: list[dict[str, Any]], key: str, x: str) -> list[tuple[float, float]]:
         out = []
         for r in rows:
-            xv = int(r["size"]) / MIB if x == "size" else float(r["partners"])  # type: ignore[call-overload, arg-type]
-            out.append((xv, min(r[key])))  # type: ignore[type-var, call-overload]
+            xv = int(r["size"]) / MIB if x == "size" else float(r["partners"])
+            out.append((xv, min(r[key])))
         return out
 
     return {

@@ -28,7 +28,7 @@ def assert_restart_invariants(ws: Workspace, recipients: Iterable[str], context:
     assert all(n == 1 for n in pairs.values()), f"{context}: duplicate delivery rows {pairs}"
     known = {d.remote_name for d in deliveries if d.remote_name}
     for partner in recipients:
-        stems = collections.Counter()
+        stems: collections.Counter[tuple[str, object]] = collections.Counter()
         for name in ws.finals(partner):
             found = read_name(Folder.INBOX, name)
             assert found is not None, f"{context}: unexpected hub name {name!r}"
