@@ -51,6 +51,7 @@ class ReasonCode(enum.Enum):
     REPLAY = "replay"
     UNEXPECTED_FILE = "unexpected-file"
     RECEIPT_REJECTED = "receipt-rejected"
+    RECEIPT_OVERDUE = "receipt-overdue"  # no receipt within the agreement's window (C30)
 
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")

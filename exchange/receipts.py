@@ -19,7 +19,10 @@ Rules (FORMAT.md §5.2 is the order of checks):
    A partner reading its own ``inbox/`` cannot delete there; the hub's owner removes its
    receipt once the delivery it answers is gone from the partner's ``outbox/``.
 4. Deliveries not acknowledged within their agreement's acknowledgement window are returned
-   by :func:`overdue_deliveries` and logged as warnings.
+   by :func:`overdue_deliveries`. :func:`raise_overdue` (the daemon's periodic job) opens one
+   ``receipt-overdue`` incident and logs one ``receipt.overdue`` warning per such delivery,
+   once in the delivery's life (a closed incident is not reopened), and closes the incident
+   itself when the receipt arrives after all.
 """
 
 from __future__ import annotations
@@ -69,6 +72,7 @@ __all__ = [
     "hub_routes",
     "overdue_deliveries",
     "partner_routes",
+    "raise_overdue",
 ]
 
 #: FORMAT.md §6.4: a receipt file larger than this is not downloaded.
@@ -460,3 +464,48 @@ def overdue_deliveries(
                 recipient=delivery.recipient,
             )
     return found
+
+
+#: Dedupe key prefix of the incident raised for a delivery whose receipt is overdue.
+OVERDUE_KEY = "receipt-overdue:"
+
+
+def raise_overdue(config: Config, ledger: Ledger, now: datetime) -> list[Overdue]:
+    """Rule 4: an incident and a warning for each delivery newly found overdue (returned);
+    an overdue incident whose delivery is no longer waiting for its receipt is closed."""
+    log = get_logger()
+    waiting = {d.id for d in ledger.deliveries(DeliveryState.SENT)}
+    raised: set[str] = set()
+    for incident in ledger.incidents(open_only=False):
+        key = incident.dedupe_key or ""
+        if not key.startswith(OVERDUE_KEY):
+            continue
+        delivery = key.removeprefix(OVERDUE_KEY)
+        raised.add(delivery)
+        if incident.closed_at is None and delivery not in waiting:
+            ledger.close_incident(incident.id, "receipt arrived or delivery no longer sent", now)
+    new: list[Overdue] = []
+    for item in overdue_deliveries(config, ledger, now, warn=lambda *_a, **_k: None):
+        if item.delivery in raised:
+            continue
+        incident_id = ledger.open_incident(
+            reason=ReasonCode.RECEIPT_OVERDUE,
+            now=now,
+            agreement=item.agreement,
+            partner=item.recipient,
+            context={
+                "delivery": item.delivery,
+                "sent_at": item.sent_at.isoformat(),
+                "due_by": item.due_by.isoformat(),
+            },
+            dedupe_key=OVERDUE_KEY + item.delivery,
+        ).id
+        log.warning(
+            "receipt.overdue",
+            delivery=item.delivery,
+            agreement=item.agreement,
+            recipient=item.recipient,
+            incident=incident_id,
+        )
+        new.append(item)
+    return new

@@ -7,10 +7,10 @@ from collections.abc import Callable
 
 from exchange import config as config_mod
 from exchange import keys as keys_mod
-from exchange import log
+from exchange import log, pull, receipts
 from exchange.commands._common import add_command, config_dir
 from exchange.config import Config
-from exchange.receipts import collect_receipts
+from exchange.errors import ExchangeError
 from exchange.service import Context, Daemon, Settings, clock_from_env, run_daemon
 from exchange.transport import Transport
 
@@ -29,6 +29,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         ("--retry-base", "retry_base_seconds", "first wait after a transient failure"),
         ("--retry-cap", "retry_cap_seconds", "longest wait between retries"),
         ("--park-probe", "park_probe_seconds", "first wait before a parked partner is probed"),
+        (
+            "--collect",
+            "receipts_seconds",
+            "seconds between hub collections: receipts, partners' datasets, overdue receipts",
+        ),
     ):
         default = getattr(_DEFAULTS, attribute)
         parser.add_argument(
@@ -51,12 +56,48 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def receipt_collector(cfg: Config) -> Callable[[Context, Transport], object]:
-    """Receipt collection (``exchange.receipts``) over the daemon's ledger, on its own hub
-    connection, with this organisation's age identity (receipts are encrypted to us)."""
+    """The daemon's periodic hub job, on its own hub connection (docs/hub.md, "Roles").
+
+    As the hub's operator: receipts in every partner's ``receipts/`` (``exchange.receipts``)
+    and the datasets partners sent us in their ``outbox/`` (``exchange.pull``), verified,
+    filed and acknowledged. As a partner on another organisation's hub: the receipts in our
+    own ``inbox/`` (datasets there are fetched with ``exchange pull``). Either way, deliveries
+    whose receipt is overdue raise one incident each. One step failing on the hub does not
+    skip the others."""
     identities = keys_mod.load_identities(keys_mod.KeyPaths(cfg.folders.keys))
+    routes = receipts.partner_routes() if cfg.hub.is_partner else None
 
     def collect(ctx: Context, transport: Transport) -> object:
-        return collect_receipts(cfg, ctx.ledger, transport, ctx.now(), identities=identities)
+        steps: list[tuple[str, Callable[[], object]]] = [
+            (
+                "receipts",
+                lambda: receipts.collect_receipts(
+                    cfg, ctx.ledger, transport, ctx.now(), identities=identities, routes=routes
+                ),
+            ),
+        ]
+        if not cfg.hub.is_partner:
+            steps.append(
+                (
+                    "inbound",
+                    lambda: pull.collect_inbound(
+                        cfg,
+                        ctx.ledger,
+                        transport,
+                        identities=identities,
+                        signing_key=ctx.signing_key,
+                        now=ctx.now(),
+                    ),
+                )
+            )
+        for name, step in steps:
+            try:
+                step()
+            except ExchangeError as error:
+                log.get_logger().warning(
+                    "collect.failed", reason=name, error=error.message, hint=error.hint
+                )
+        return receipts.raise_overdue(cfg, ctx.ledger, ctx.now())
 
     return collect
 
@@ -72,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         retry_base_seconds=args.retry_base_seconds,
         retry_cap_seconds=args.retry_cap_seconds,
         park_probe_seconds=args.park_probe_seconds,
+        receipts_seconds=args.receipts_seconds,
         max_attempts=args.max_attempts,
     )
     daemon = Daemon(

@@ -36,6 +36,7 @@ from typing import BinaryIO, cast
 import structlog
 
 from exchange import agefmt
+from exchange.config import Config
 from exchange.core import delivery as lifecycle
 from exchange.core.delivery import should_poison
 from exchange.core.naming import DeliveryNames, Folder, read_name
@@ -84,7 +85,18 @@ class Sent:
     duration: timedelta
 
 
-def remote_dir(hub_folder: str) -> str:
+def remote_folder(config: Config) -> Folder:
+    """Which hub folder our deliveries go into (``[hub] role``, docs/hub.md): a partner's
+    ``inbox/`` on our own hub, our own ``outbox/`` on another organisation's hub."""
+    return Folder.OUTBOX if config.hub.is_partner else Folder.INBOX
+
+
+def remote_dir(config: Config, hub_folder: str) -> str:
+    """Where deliveries to the partner with ``hub_folder`` go. As our own hub's daemon login
+    (chroot: every partner's folder) ``<hub_folder>/inbox``; as a partner login on another
+    organisation's hub (chroot: our own folder) ``outbox``, which only that organisation reads."""
+    if config.hub.is_partner:
+        return Folder.OUTBOX.value
     return f"{hub_folder}/{Folder.INBOX.value}"
 
 
@@ -136,7 +148,7 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
     version = ctx.ledger.get_version(delivery.version)
     dataset = ctx.ledger.get_dataset(delivery.dataset)
     names = DeliveryNames.for_delivery(delivery.id)
-    folder = remote_dir(partner.hub_folder)
+    folder = remote_dir(cfg, partner.hub_folder)
     payload_path = f"{folder}/{names.payload}"
     manifest_path = f"{folder}/{names.manifest}"
 
@@ -246,8 +258,9 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
     """Rule 6 for every delivery to ``partner_id`` left ``uploading``, and removal of our
     leftover temporary files in its inbox. Raises TransportError if the hub cannot be asked."""
     partner = ctx.config.partners[partner_id]
-    folder = remote_dir(partner.hub_folder)
-    listing = transport.list(folder, validate=lambda n: read_name(Folder.INBOX, n) is not None)
+    folder = remote_dir(ctx.config, partner.hub_folder)
+    kind = remote_folder(ctx.config)
+    listing = transport.list(folder, validate=lambda n: read_name(kind, n) is not None)
     present = {entry.name: entry.size for entry in listing.entries}
     removed = 0
     for temp in listing.temporaries:
