@@ -38,7 +38,7 @@ from exchange.transport.port import (
     check_remote_path,
     classify_listed_name,
     copy_chunks,
-    is_part_name,
+    is_our_temporary,
     part_name,
     split_dir,
 )
@@ -261,7 +261,7 @@ class MemoryTransport:
             if count >= max_entries:
                 truncated = True
                 break
-            if is_part_name(name_bytes.decode("utf-8", "replace")):
+            if is_our_temporary(name_bytes.decode("utf-8", "replace"), kind, validate):
                 temporaries.append(name_bytes.decode())
                 continue
             name, refusal = classify_listed_name(name_bytes, kind, validate)

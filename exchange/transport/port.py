@@ -226,8 +226,9 @@ class Transport(Protocol):
     ) -> Listing:
         """List regular files in ``remote_dir`` whose names pass ``validate``.
 
-        Our own ``.part`` temporaries are skipped silently; anything else that is not a valid
-        name of a regular file is returned in ``Listing.refused``.
+        Our own ``.part`` temporaries (:func:`is_our_temporary`) are skipped and reported in
+        ``Listing.temporaries``; anything else that is not a valid name of a regular file,
+        a look-alike temporary included, is returned in ``Listing.refused``.
         """
         ...
 
@@ -288,17 +289,42 @@ def copy_chunks(src: BinaryIO, dst: AtomicWriter, chunk_size: int) -> int:
         total += len(chunk)
 
 
+def _part_token(final_name: str) -> str:
+    return hashlib.sha256(b"exchange/v1 temp\n" + final_name.encode("utf-8")).hexdigest()[:16]
+
+
 def part_name(remote_final: str) -> str:
     """The temporary path an upload to ``remote_final`` writes first (see rule 2)."""
     head, sep, name = remote_final.rpartition("/")
-    token = hashlib.sha256(b"exchange/v1 temp\n" + name.encode("utf-8")).hexdigest()[:16]
-    return f"{head}{sep}.{name}.{token}{PART_SUFFIX}"
+    return f"{head}{sep}.{name}.{_part_token(name)}{PART_SUFFIX}"
+
+
+def part_final(name: str) -> str | None:
+    """The final name ``name`` is our temporary for, or None.
+
+    Only a name we could have written counts: ``.<final>.<token>.part`` with a safe final name
+    and exactly the token :func:`part_name` derives from it. A look-alike with any other token
+    is not ours: a partner must not be able to hide files behind our temporary names.
+    """
+    match = _PART.fullmatch(name)
+    if match is None or not is_safe_component(match.group(1)):
+        return None
+    final = match.group(1)
+    return final if match.group(2) == _part_token(final) else None
 
 
 def is_part_name(name: str) -> bool:
-    """True for a name that has the shape of our temporary names (any token)."""
-    match = _PART.fullmatch(name)
-    return match is not None and is_safe_component(match.group(1))
+    """True for exactly the temporary name we would write for some safe final name."""
+    return part_final(name) is not None
+
+
+def is_our_temporary(name: str, kind: EntryKind, validate: NameValidator | None) -> bool:
+    """True for a listed entry that is one of our upload temporaries: a regular file whose name
+    is :func:`is_part_name` for a final name the caller's naming scheme allows in the folder.
+    Listings skip these (reporting them in ``Listing.temporaries`` for clean-up); any other
+    temporary-looking entry, a directory or link included, is refused like any bad name."""
+    final = part_final(name)
+    return final is not None and kind is EntryKind.REGULAR and (validate is None or validate(final))
 
 
 def split_dir(path: str) -> tuple[str, str]:
@@ -313,7 +339,7 @@ def classify_listed_name(
     """Decide about one raw name from a hub listing.
 
     Returns ``(name, None)`` for a usable regular file, ``(None, None)`` for names skipped
-    silently (``.``, ``..`` and our own temporaries, see :func:`is_part_name`), or
+    silently (``.``, ``..`` and our own temporaries, see :func:`is_our_temporary`), or
     ``(None, refusal)``.
     """
     if raw in (b".", b".."):
@@ -322,8 +348,14 @@ def classify_listed_name(
         name = raw.decode("utf-8")
     except UnicodeDecodeError:
         return None, RefusedEntry(repr(raw)[2:-1], kind, RefusalReason.UNDECODABLE)
-    if is_part_name(name):
+    if is_our_temporary(name, kind, validate):
         return None, None
+    if is_part_name(name):
+        # Our temporary name, but not a regular file or not for a name allowed here.
+        reason = (
+            RefusalReason.NOT_REGULAR if kind is not EntryKind.REGULAR else RefusalReason.BAD_NAME
+        )
+        return None, RefusedEntry(name, kind, reason)
     if not is_safe_component(name) or (validate is not None and not validate(name)):
         return None, RefusedEntry(repr(name)[1:-1], kind, RefusalReason.BAD_NAME)
     if kind is not EntryKind.REGULAR:

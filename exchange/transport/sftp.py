@@ -64,7 +64,7 @@ from exchange.transport.port import (
     UnsupportedServerError,
     check_remote_path,
     classify_listed_name,
-    is_part_name,
+    is_our_temporary,
 )
 from exchange.transport.upload import SessionUpload, put_many
 
@@ -590,7 +590,7 @@ class SftpTransport:
                             truncated = True
                             break
                         kind = _kind_of(attrs.st_mode)
-                        if is_part_name(raw.decode("utf-8", "replace")):
+                        if is_our_temporary(raw.decode("utf-8", "replace"), kind, validate):
                             temporaries.append(raw.decode("utf-8"))
                             continue
                         name, refusal = classify_listed_name(raw, kind, validate)

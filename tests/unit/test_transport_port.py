@@ -15,6 +15,7 @@ from exchange.transport.pins import fingerprint, matches, parse_pin, parse_pins
 from exchange.transport.port import (
     EntryKind,
     RefusalReason,
+    RefusedEntry,
     RemotePathError,
     check_remote_path,
     classify_listed_name,
@@ -69,6 +70,28 @@ class TestListedNames:
     def test_dots_and_temporaries_are_skipped(self, raw: bytes) -> None:
         """Dot entries and our own temporaries are neither usable nor refused."""
         assert classify_listed_name(raw, EntryKind.REGULAR, None) == (None, None)
+
+    def test_only_our_exact_temporary_names_are_skipped(self) -> None:
+        """A temporary name counts as ours only with the token we derive from its final name,
+        for a regular file; look-alikes and non-regular entries are refused (review L4)."""
+        ours = part_name("a.age")
+        look_alike = ".a.age.0123456789abcdef.part"
+        assert is_part_name(ours)
+        assert not is_part_name(look_alike)
+        assert not is_part_name(".a.age." + ours[-21:-5].upper() + ".part")
+        assert classify_listed_name(look_alike.encode(), EntryKind.REGULAR, None) == (
+            None,
+            RefusedEntry(look_alike, EntryKind.REGULAR, RefusalReason.BAD_NAME),
+        )
+        for kind in (EntryKind.DIRECTORY, EntryKind.SYMLINK, EntryKind.OTHER):
+            assert classify_listed_name(ours.encode(), kind, None) == (
+                None,
+                RefusedEntry(ours, kind, RefusalReason.NOT_REGULAR),
+            )
+        assert classify_listed_name(ours.encode(), EntryKind.REGULAR, lambda n: False) == (
+            None,
+            RefusedEntry(ours, EntryKind.REGULAR, RefusalReason.BAD_NAME),
+        )
 
     @pytest.mark.parametrize(
         ("raw", "kind", "reason"),
