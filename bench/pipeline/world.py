@@ -19,11 +19,19 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
-from exchange import agefmt, signing
-from tests.support.sshd import ORGANISATION, Hub, running_hub
-from tests.support.workspace import CSV_FIELDS, DaemonProcess, Workspace, make_workspace
+from exchange import agefmt, ops, signing
+from exchange import keys as keys_mod
+from tests.support.sshd import ORGANISATION, running_hub
+from tests.support.workspace import (
+    CSV_FIELDS,
+    REPO,
+    DaemonProcess,
+    Workspace,
+    make_workspace,
+)
 
 PARTNERS = ("southend-uhft", "essex-police", "barnardos", "thurrock-council", "southend-bc")
 NAMES = {
@@ -45,19 +53,41 @@ def bench_world(work: Path) -> Iterator[Workspace]:
         ws = make_workspace(work / "ws", hub, partners=())
         ids = work / "ws" / "partner-identities"
         for partner in PARTNERS:
-            ws.identities[partner] = _write_partner(ws, hub, partner, ids)
+            ssh_line = " ".join(hub.login(partner)[1].split()[:2])
+            ws.identities[partner] = write_partner(ws.config_dir, partner, ids, ssh_line)
         yield ws
 
 
-def _write_partner(ws: Workspace, hub: Hub, partner: str, ids: Path) -> Path:
+def offline_workspace(folder: Path, partners: Sequence[str]) -> Path:
+    """A workspace with no hub (for ledger-only benchmarks); returns its config folder. Each
+    partner gets its own generated keys (the config refuses keys shared between partners)."""
+    ops.init_workspace(
+        folder,
+        org_id=ORGANISATION,
+        org_name="Essex County Council",
+        ico="Z2120726",
+        hub_host="127.0.0.1",
+        hub_port=9,
+        template=(REPO / "exchange" / "data" / "exchange.toml.template").read_text("utf-8"),
+        keys_readme="bench keys\n",
+    )
+    keys_mod.generate(folder / "keys", ORGANISATION, now=datetime.now(UTC))
+    ids = folder / "partner-identities"
+    ids.mkdir(mode=0o700)
+    for partner in partners:
+        _, public_line = signing.generate_ssh_keypair(f"{partner}@bench")
+        write_partner(folder / "config", partner, ids, " ".join(public_line.split()[:2]))
+    return folder / "config"
+
+
+def write_partner(config_dir: Path, partner: str, ids: Path, ssh_line: str) -> Path:
     identity = agefmt.generate_x25519_identity()
     id_file = ids / f"{partner}.txt"
     id_file.write_text(identity.to_string() + "\n", "utf-8")
     id_file.chmod(0o600)
     public = signing.generate_signing_key().public_key
     name, ico = NAMES[partner]
-    ssh_line = " ".join(hub.login(partner)[1].split()[:2])
-    (ws.config_dir / "partners" / f"{partner}.toml").write_text(
+    (config_dir / "partners" / f"{partner}.toml").write_text(
         f"name = {json.dumps(name)}\n"
         f'ico_registration = "{ico}"\n'
         f'contact = "data@{partner}.example"\n'
