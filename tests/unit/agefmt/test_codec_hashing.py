@@ -248,3 +248,38 @@ def test_settle_allocator_runs_once_and_is_harmless() -> None:
     _pipeline.settle_allocator()
     _pipeline.settle_allocator()
     assert _pipeline._settled
+
+
+class ThreadRecorder(io.BytesIO):
+    """Records the threads that write to it and how many threads were alive meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: set[str] = set()
+        self.alive = 0
+
+    def write(self, data: object) -> int:
+        self.writers.add(threading.current_thread().name)
+        self.alive = max(self.alive, threading.active_count())
+        return super().write(data)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("hash_plaintext", "hash_ciphertext"), FLAGS)
+def test_writes_stay_on_the_callers_thread_and_workers_only_hash(
+    monkeypatch: pytest.MonkeyPatch, hash_plaintext: bool, hash_ciphertext: bool
+) -> None:
+    """The caller's thread writes; one worker per hash asked for, none when none is asked."""
+    monkeypatch.setattr(codec, "BATCH_CHUNKS", 1)
+    before = threading.active_count()
+    flags = {"hash_plaintext": hash_plaintext, "hash_ciphertext": hash_ciphertext}
+    data = os.urandom(6 * CHUNK)
+    sealed = ThreadRecorder()
+    agefmt.encrypt(io.BytesIO(data), sealed, [RECIPIENT], **flags)
+    plain = ThreadRecorder()
+    agefmt.decrypt(io.BytesIO(sealed.getvalue()), plain, [IDENTITY], **flags)
+    assert plain.getvalue() == data
+    caller = threading.current_thread().name
+    assert sealed.writers == plain.writers == {caller}
+    workers = int(hash_plaintext) + int(hash_ciphertext)
+    assert sealed.alive - before == plain.alive - before == workers
+    assert threading.active_count() == before
