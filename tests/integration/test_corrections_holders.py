@@ -49,6 +49,7 @@ def _send_v1(orgs: Orgs) -> tuple[str, dict[str, Path]]:
         wait(
             lambda: [DeliveryState.SENT] * 3 == [d.state for d in deliveries(orgs)],
             "version 1 sent to three partners",
+            orgs=orgs,
         )
     finally:
         assert 0 == daemon.terminate()
@@ -118,6 +119,7 @@ def test_correction_replaces_v1_at_every_holder_and_skips_the_late_joiner(
                 == [d.state for d in deliveries(orgs) if d.version != deliveries(orgs)[0].version]
             ),
             "the correction sent to the three holders",
+            orgs=orgs,
         )
     finally:
         assert 0 == daemon.terminate()
@@ -171,7 +173,7 @@ def test_correction_of_an_unknown_dataset_or_an_older_version_is_refused(
     try:
         outbox = orgs.cc.folder / "outbox" / AGREEMENT
         (outbox / NAME).write_bytes(V1)
-        wait(lambda: len(deliveries(orgs)) == 1, "version 1 recorded")
+        wait(lambda: len(deliveries(orgs)) == 1, "version 1 recorded", orgs=orgs)
     finally:
         assert 0 == daemon.terminate()
     dataset = deliveries(orgs)[0].dataset.value

@@ -47,11 +47,12 @@ def test_partner_down_during_correction_gets_it_on_recovery(tmp_path: Path, hub:
     try:
         outbox = orgs.cc.folder / "outbox" / AGREEMENT
         (outbox / NAME).write_bytes(V1)
-        wait(lambda: len(deliveries(orgs)) == 2, "version 1 recorded")
+        wait(lambda: len(deliveries(orgs)) == 2, "version 1 recorded", orgs=orgs)
         first = deliveries(orgs)[0]
         wait(
             lambda: {DeliveryState.SENT} == set(_states(orgs, first.version).values()),
             "version 1 sent",
+            orgs=orgs,
         )
         filed = {}
         for partner in PARTNERS:
@@ -68,7 +69,11 @@ def test_partner_down_during_correction_gets_it_on_recovery(tmp_path: Path, hub:
             "--complaint", "CMP-2026-0044", "--reason", "age band of R-26-0202 was wrong",
         )  # fmt: skip
         second = max(d.version for d in deliveries(orgs))
-        wait(lambda: DeliveryState.SENT == _states(orgs, second).get(ESSEX_POLICE.id), "police")
+        wait(
+            lambda: DeliveryState.SENT == _states(orgs, second).get(ESSEX_POLICE.id),
+            "police",
+            orgs=orgs,
+        )
         daemon.wait_event("delivery.parked")
         pull_at(orgs, ESSEX_POLICE.id)
         collect(orgs)
@@ -85,7 +90,11 @@ def test_partner_down_during_correction_gets_it_on_recovery(tmp_path: Path, hub:
         assert V1 == filed[SOUTHEND.id].read_bytes()
 
         inbox.chmod(mode)  # recovery
-        wait(lambda: DeliveryState.SENT == _states(orgs, second).get(SOUTHEND.id), "southend")
+        wait(
+            lambda: DeliveryState.SENT == _states(orgs, second).get(SOUTHEND.id),
+            "southend",
+            orgs=orgs,
+        )
     finally:
         inbox.chmod(mode)
         assert 0 == daemon.terminate()

@@ -21,6 +21,7 @@ from typing import Any
 from exchange import keys, pull, receipts
 from exchange.core.delivery import DeliveryState
 from exchange.demo.workspaces import Org, Workspace
+from exchange.errors import LedgerBusy
 from exchange.ledger import Delivery
 from tests.support.deliveries import Orgs
 from tests.support.workspace import FAST, DaemonProcess
@@ -81,13 +82,25 @@ def deliveries(orgs: Orgs) -> list[Delivery]:
         return ledger.deliveries()
 
 
-def wait(check: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+def wait(
+    check: Callable[[], bool], what: str, timeout: float = 90.0, orgs: Orgs | None = None
+) -> None:
+    """Poll ``check``; a ledger busy with the daemon's write counts as "not yet". On timeout
+    the sender's delivery states are in the message."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if check():
-            return
+        try:
+            if check():
+                return
+        except LedgerBusy:
+            pass
         time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+    states = (
+        ""
+        if orgs is None
+        else f": {[(d.recipient, d.version, d.state.value) for d in deliveries(orgs)]}"
+    )
+    raise AssertionError(f"timed out waiting for {what}{states}")
 
 
 def pull_at(orgs: Orgs, partner: str) -> pull.PullReport:
