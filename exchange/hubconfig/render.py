@@ -12,6 +12,7 @@ from exchange.hubconfig.spec import (
     KEX_ALGORITHMS,
     KEY_TYPES,
     MACS,
+    NOLOGIN,
     PARTNER_DENIED,
     SFTP_UMASK,
     AccountKind,
@@ -161,6 +162,7 @@ def render_drop_in(spec: HubSpec) -> str:
     concerns the hub sits in ``Match User`` blocks; only the algorithm lists, which sshd does
     not accept inside ``Match``, are global. sshd keeps the first value it obtains for each
     option, so the blocks of withdrawn logins come before the block shared by all logins.
+    Logins removed from the registry (``spec.retired``) get a block that denies them.
     """
     logins = ",".join(a.login for a in spec.accounts)
     layout = HubLayout(spec.root)
@@ -181,6 +183,7 @@ def render_drop_in(spec: HubSpec) -> str:
             "    PubkeyAuthentication no",
             "    AuthorizedKeysFile none",
         ]
+    lines += _retired_blocks(spec)
     lines += [
         "",
         f"Match User {logins}",
@@ -202,6 +205,30 @@ def render_drop_in(spec: HubSpec) -> str:
     lines += _match_blocks(spec)
     lines += ["", "Match all"]
     return "\n".join(lines) + "\n"
+
+
+def _retired_blocks(spec: HubSpec) -> list[str]:
+    """Security review L5: a login removed from the registry keeps its Unix account, which no
+    longer matches any hub block, so the system sshd would treat it with the system's own
+    defaults (passwords, a shell, forwarding). Deny it outright and disable every way in."""
+    current = {a.login for a in spec.accounts}
+    lines: list[str] = []
+    for login in sorted(set(spec.retired) - current):
+        lines += [
+            "",
+            f"Match User {login}",
+            "    DenyUsers *",
+            "    PubkeyAuthentication no",
+            "    AuthorizedKeysFile none",
+            "    PasswordAuthentication no",
+            "    KbdInteractiveAuthentication no",
+            "    HostbasedAuthentication no",
+            f"    ForceCommand {NOLOGIN}",
+            "    DisableForwarding yes",
+            "    PermitTTY no",
+            "    PermitTunnel no",
+        ]
+    return lines
 
 
 def _listen(address: str, port: int) -> str:

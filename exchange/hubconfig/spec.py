@@ -78,6 +78,11 @@ class HubSpec:
     #: False only for TESTPLAN 49's negative control: proves the client-side link checks
     #: hold on a server that lets partners make links.
     links_denied: bool = True
+    #: Logins this hub made (Unix users with our GECOS comment) that are no longer in
+    #: ``accounts``: a partner removed from the registry. The drop-in denies them outright,
+    #: since they no longer match its hub blocks and would get the system sshd's defaults.
+    #: Filled in by ``apply_hub`` from the system's user list.
+    retired: tuple[str, ...] = ()
 
     @property
     def daemon(self) -> HubAccount:
@@ -161,6 +166,11 @@ def login_enabled(
     if access_until is not None and today <= access_until:
         return True
     return today < withdrawal_notice + timedelta(days=WITHDRAWAL_NOTICE_DAYS)
+
+
+def valid_login(name: str) -> bool:
+    """True for a name that is safe as a hub login (and so in a rendered ``Match User``)."""
+    return _LOGIN.fullmatch(name) is not None and name not in _RESERVED
 
 
 def validate_spec(spec: HubSpec) -> None:

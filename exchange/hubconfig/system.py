@@ -17,6 +17,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 from exchange import fsutil
@@ -109,6 +110,20 @@ def _ensure_accounts(spec: HubSpec) -> list[str]:
         if grp.getgrnam(partner.login).gr_gid not in member_of:
             _retrying(["usermod", "--append", "--groups", partner.login, daemon], "usermod")
     return created
+
+
+def retired_logins(spec: HubSpec) -> tuple[str, ...]:
+    """Unix users this hub's provisioning made (our GECOS comment) that ``spec`` no longer has."""
+    current = {a.login for a in spec.accounts}
+    return tuple(
+        sorted(
+            entry.pw_name
+            for entry in pwd.getpwall()
+            if entry.pw_gecos == GECOS
+            and entry.pw_name not in current
+            and _spec.valid_login(entry.pw_name)
+        )
+    )
 
 
 def _shadow_password(login: str) -> str | None:
@@ -229,7 +244,8 @@ def apply_hub(spec: HubSpec) -> ApplyReport:
     for path in host_keys:
         _ensure_host_key(path)
     _write_file(layout.sshd_config, render_sshd_config(spec), 0o644)
-    _write_file(layout.drop_in, render_drop_in(spec), 0o644)
+    # The drop-in must also deny logins we made that the registry no longer has (review L5).
+    _write_file(layout.drop_in, render_drop_in(replace(spec, retired=retired_logins(spec))), 0o644)
     normalise_file_modes(spec)
     return ApplyReport(
         created_users=tuple(created),
