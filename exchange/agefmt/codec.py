@@ -164,18 +164,19 @@ def encrypt_fanout(
     batch = BATCH_CHUNKS * CHUNK
     pipe.settle_allocator()
     try:
-        for target in outputs:
-            target.fanout.feed(target.intro)
         pending = pipe.read_full(src.read, batch)
+        first = True
         while True:
             following = pipe.read_full(src.read, batch) if len(pending) == batch else b""
             final = not following
             plain_fanout.feed(pending)
             for target in outputs:
-                target.fanout.feed(target.sealer.seal(pending, final))
+                sealed = target.sealer.seal(pending, final)
+                # The header goes with the first batch: a one-batch file starts no thread.
+                target.fanout.feed(target.intro + sealed if first else sealed)
             if final or any(f.failed() for f in fanouts):
                 break
-            pending = following
+            pending, first = following, False
     finally:
         # Every worker is stopped before anything is raised, so none is left waiting.
         for fanout in fanouts:
@@ -375,11 +376,13 @@ def decrypt(
     batch = BATCH_CHUNKS * ENC_CHUNK
     pipe.settle_allocator()
     try:
-        cipher_fanout.feed(header.encode() + nonce)
+        head = header.encode() + nonce
         pending = source.read_full(batch)
         while True:
             following = source.read_full(batch) if len(pending) == batch else b""
-            cipher_fanout.feed(pending)
+            # The header goes with the first batch: a one-batch file starts no thread.
+            cipher_fanout.feed(head + pending if head else pending)
+            head = b""
             released, error = opener.open(pending, at_eof=not following)
             plain_fanout.feed(released)
             if error is not None:

@@ -240,7 +240,8 @@ TAMPERED: dict[str, tuple[bytes, type[Exception]]] = {
         SEALED.replace(b"X25519 ", b"X25519 !", 1),
         HeaderError,
     ),
-    "mac": (_flip(SEALED, HEADER_END - 5), agefmt.HeaderMACError),
+    # A valid base64 character swapped for another: a flipped bit may leave the alphabet.
+    "mac": (_other_b64(SEALED, HEADER_END - 5), agefmt.HeaderMACError),
     "nonce": (_flip(SEALED, HEADER_END + 2), PayloadError),
     "chunk 0": (_flip(SEALED, PAYLOAD + 10), PayloadError),
     "chunk 1": (_flip(SEALED, PAYLOAD + ENC_CHUNK + 10), PayloadError),

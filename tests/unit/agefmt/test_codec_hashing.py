@@ -283,3 +283,23 @@ def test_writes_stay_on_the_callers_thread_and_workers_only_hash(
     workers = int(hash_plaintext) + int(hash_ciphertext)
     assert sealed.alive - before == plain.alive - before == workers
     assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(("hash_plaintext", "hash_ciphertext"), FLAGS)
+def test_a_file_of_one_batch_starts_no_thread(hash_plaintext: bool, hash_ciphertext: bool) -> None:
+    """A manifest-sized file is encrypted and decrypted without starting any worker."""
+    before = threading.active_count()
+    flags = {"hash_plaintext": hash_plaintext, "hash_ciphertext": hash_ciphertext}
+    data = os.urandom(3 * CHUNK + 9)
+    sealed = ThreadRecorder()
+    result = agefmt.encrypt(io.BytesIO(data), sealed, [RECIPIENT], **flags)
+    plain = ThreadRecorder()
+    back = agefmt.decrypt(io.BytesIO(sealed.getvalue()), plain, [IDENTITY], **flags)
+    assert plain.getvalue() == data
+    assert sealed.alive == plain.alive == before
+    assert (
+        result.ciphertext_sha256
+        == back.ciphertext_sha256
+        == _expect(hash_ciphertext, sealed.getvalue())
+    )
+    assert result.plaintext_sha256 == back.plaintext_sha256 == _expect(hash_plaintext, data)
