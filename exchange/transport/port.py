@@ -299,18 +299,19 @@ def part_name(remote_final: str) -> str:
     return f"{head}{sep}.{name}.{_part_token(name)}{PART_SUFFIX}"
 
 
-def part_final(name: str) -> str | None:
-    """The final name ``name`` is our temporary for, or None.
-
-    Only a name we could have written counts: ``.<final>.<token>.part`` with a safe final name
-    and exactly the token :func:`part_name` derives from it. A look-alike with any other token
-    is not ours: a partner must not be able to hide files behind our temporary names.
-    """
+def _temp_parts(name: str) -> tuple[str, str] | None:
+    """(final, token) of a name in the temporary grammar ``.<final>.<16 hex>.part``, or None."""
     match = _PART.fullmatch(name)
     if match is None or not is_safe_component(match.group(1)):
         return None
-    final = match.group(1)
-    return final if match.group(2) == _part_token(final) else None
+    return match.group(1), match.group(2)
+
+
+def part_final(name: str) -> str | None:
+    """The final name ``name`` is our own temporary for, or None: only exactly the name
+    :func:`part_name` gives (the token derived from the final name) counts."""
+    parts = _temp_parts(name)
+    return parts[0] if parts is not None and parts[1] == _part_token(parts[0]) else None
 
 
 def is_part_name(name: str) -> bool:
@@ -319,12 +320,18 @@ def is_part_name(name: str) -> bool:
 
 
 def is_our_temporary(name: str, kind: EntryKind, validate: NameValidator | None) -> bool:
-    """True for a listed entry that is one of our upload temporaries: a regular file whose name
-    is :func:`is_part_name` for a final name the caller's naming scheme allows in the folder.
-    Listings skip these (reporting them in ``Listing.temporaries`` for clean-up); any other
-    temporary-looking entry, a directory or link included, is refused like any bad name."""
-    final = part_final(name)
-    return final is not None and kind is EntryKind.REGULAR and (validate is None or validate(final))
+    """True for a listed entry that is an upload in progress (or its leftover): a regular file
+    named in the temporary grammar of FORMAT.md §6.1 (``.<final>.<16 hex>.part``) for a final
+    name the caller's validator allows in the folder. The token is the writer's choice there,
+    so a partner's upload in progress counts too. Without a validator only the exact name
+    :func:`part_name` gives counts. Listings skip these (reporting them in
+    ``Listing.temporaries``); any other temporary-looking entry, a directory or a link under a
+    temporary name included, is refused like any bad name (security review L4)."""
+    parts = _temp_parts(name)
+    if parts is None or kind is not EntryKind.REGULAR:
+        return False
+    final, token = parts
+    return validate(final) if validate is not None else token == _part_token(final)
 
 
 def split_dir(path: str) -> tuple[str, str]:
@@ -350,8 +357,8 @@ def classify_listed_name(
         return None, RefusedEntry(repr(raw)[2:-1], kind, RefusalReason.UNDECODABLE)
     if is_our_temporary(name, kind, validate):
         return None, None
-    if is_part_name(name):
-        # Our temporary name, but not a regular file or not for a name allowed here.
+    if _temp_parts(name) is not None:
+        # A temporary name, but not a regular file or not for a name allowed here.
         reason = (
             RefusalReason.NOT_REGULAR if kind is not EntryKind.REGULAR else RefusalReason.BAD_NAME
         )

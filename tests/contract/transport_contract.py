@@ -209,29 +209,33 @@ class TransportContract:
     def test_list_refuses_look_alike_temporaries(
         self, transport: Transport, remote: RemoteView
     ) -> None:
-        """Only a regular file under exactly the temporary name we would write for an allowed
-        final name is skipped as ours; a look-alike token, a temporary of a name not allowed
-        here, and a directory or link under our exact temporary name are refused (security
-        review L4: nothing can be kept hidden in a partner's folder)."""
+        """Only a regular file named in the temporary grammar (FORMAT.md §6.1, any 16-hex
+        token: ours, or a partner's upload in progress) for a final name allowed in the folder
+        is skipped as a temporary; a temporary of a name not allowed there, and a directory or
+        link under a temporary name, are refused (security review L4: nothing can be kept
+        hidden in a partner's folder)."""
         ours = part_name(FINAL).rpartition("/")[2]
-        other_token = f".{NAME}.0123456789abcdef.part"
+        in_progress = f".{NAME.replace('0123', 'fedc', 1)}.0000000000000000.part"
         not_allowed = part_name(f"{FOLDER}/notes.txt").rpartition("/")[2]
-        dir_final = NAME.replace("0123", "4567", 1)
-        link_final = NAME.replace("0123", "89ab", 1)
-        as_dir = part_name(f"{FOLDER}/{dir_final}").rpartition("/")[2]
-        as_link = part_name(f"{FOLDER}/{link_final}").rpartition("/")[2]
+        other_token = ".notes.txt.0123456789abcdef.part"
+        as_dir = f".{NAME.replace('0123', '4567', 1)}.0123456789abcdef.part"
+        as_link = part_name(f"{FOLDER}/{NAME.replace('0123', '89ab', 1)}").rpartition("/")[2]
         remote.plant(ours, b"partial")
-        remote.plant(other_token, b"kept hidden")
+        remote.plant(in_progress, b"partial")
         remote.plant(not_allowed, b"kept hidden")
+        remote.plant(other_token, b"kept hidden")
         remote.plant_dir(as_dir)
         remote.plant_symlink(as_link, NAME)
 
         listing = transport.list(FOLDER, validate=_ours)
 
-        assert ((), (ours,)) == (listing.entries, listing.temporaries)
+        assert ((), tuple(sorted((ours, in_progress)))) == (
+            listing.entries,
+            listing.temporaries,
+        )
         assert {
-            RefusedEntry(other_token, EntryKind.REGULAR, RefusalReason.BAD_NAME),
             RefusedEntry(not_allowed, EntryKind.REGULAR, RefusalReason.BAD_NAME),
+            RefusedEntry(other_token, EntryKind.REGULAR, RefusalReason.BAD_NAME),
             RefusedEntry(as_dir, EntryKind.DIRECTORY, RefusalReason.NOT_REGULAR),
             RefusedEntry(as_link, EntryKind.SYMLINK, RefusalReason.NOT_REGULAR),
         } == set(listing.refused)

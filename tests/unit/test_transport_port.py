@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -71,27 +72,33 @@ class TestListedNames:
         """Dot entries and our own temporaries are neither usable nor refused."""
         assert classify_listed_name(raw, EntryKind.REGULAR, None) == (None, None)
 
-    def test_only_our_exact_temporary_names_are_skipped(self) -> None:
-        """A temporary name counts as ours only with the token we derive from its final name,
-        for a regular file; look-alikes and non-regular entries are refused (review L4)."""
+    def test_only_temporaries_of_allowed_names_are_skipped(self) -> None:
+        """A temporary name is skipped only for a regular file: with a validator, for a final
+        name it allows (any 16-hex token, FORMAT.md §6.1); without one, only exactly our own
+        name. Look-alikes and non-regular entries are refused (review L4)."""
         ours = part_name("a.age")
-        look_alike = ".a.age.0123456789abcdef.part"
+        foreign_token = ".a.age.0123456789abcdef.part"
+        allows_age: Callable[[str], bool] = lambda n: n.endswith(".age")  # noqa: E731
         assert is_part_name(ours)
-        assert not is_part_name(look_alike)
-        assert not is_part_name(".a.age." + ours[-21:-5].upper() + ".part")
-        assert classify_listed_name(look_alike.encode(), EntryKind.REGULAR, None) == (
+        assert not is_part_name(foreign_token)
+        assert classify_listed_name(foreign_token.encode(), EntryKind.REGULAR, None) == (
             None,
-            RefusedEntry(look_alike, EntryKind.REGULAR, RefusalReason.BAD_NAME),
+            RefusedEntry(foreign_token, EntryKind.REGULAR, RefusalReason.BAD_NAME),
+        )
+        assert classify_listed_name(foreign_token.encode(), EntryKind.REGULAR, allows_age) == (
+            None,
+            None,
+        )
+        hidden = ".notes.txt.0123456789abcdef.part"
+        assert classify_listed_name(hidden.encode(), EntryKind.REGULAR, allows_age) == (
+            None,
+            RefusedEntry(hidden, EntryKind.REGULAR, RefusalReason.BAD_NAME),
         )
         for kind in (EntryKind.DIRECTORY, EntryKind.SYMLINK, EntryKind.OTHER):
-            assert classify_listed_name(ours.encode(), kind, None) == (
+            assert classify_listed_name(ours.encode(), kind, allows_age) == (
                 None,
                 RefusedEntry(ours, kind, RefusalReason.NOT_REGULAR),
             )
-        assert classify_listed_name(ours.encode(), EntryKind.REGULAR, lambda n: False) == (
-            None,
-            RefusedEntry(ours, EntryKind.REGULAR, RefusalReason.BAD_NAME),
-        )
 
     @pytest.mark.parametrize(
         ("raw", "kind", "reason"),
