@@ -35,7 +35,7 @@ def test_demo_passes_and_cleans_up() -> None:
     assert 7 == sum(1 for line in lines if line.strip() == "ok")
     assert "demo passed: all 7 steps verified" == lines[-1]
     assert any("southend-uhft: filed" in line and "identical bytes" in line for line in lines)
-    assert any("essex-police: receipt verified, delivery acknowledged" in line for line in lines)
+    assert any("essex-police: receipt verified by the daemon" in line for line in lines)
     assert any("schema-mismatch" in line and "nhs_number" in line for line in lines)
     for partner in ("southend-uhft", "essex-police"):
         assert any(f"| partner {partner}:" in line and "1 acknowledged" in line for line in lines)
