@@ -347,12 +347,15 @@ def open_corrections(
     """Every correction not yet complete (or all with ``include_complete``), oldest first. A
     correction superseded by a later version is no longer tracked: the later one is."""
     by_version: dict[int, list[Delivery]] = {}
-    datasets: set[str] = set()
+    versions_seen: dict[str, set[int]] = {}
     for delivery in ledger.deliveries():
         by_version.setdefault(delivery.version, []).append(delivery)
-        datasets.add(delivery.dataset.value)
+        versions_seen.setdefault(delivery.dataset.value, set()).add(delivery.version)
     found: list[CorrectionProgress] = []
-    for dataset_id in sorted(datasets):
+    # Only a dataset delivered in two versions or more can have a correction with anyone to
+    # wait for (one that nobody held is complete at once), so 'exchange status' stays cheap
+    # on a ledger of single-version datasets.
+    for dataset_id in sorted(d for d, seen in versions_seen.items() if len(seen) > 1):
         versions = ledger.versions_of(DatasetId(dataset_id))
         latest = versions[-1]
         if latest.kind is not VersionKind.CORRECTION or latest.supersedes is None:

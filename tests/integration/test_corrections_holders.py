@@ -149,7 +149,9 @@ def test_correction_replaces_v1_at_every_holder_and_skips_the_late_joiner(
         assert [".superseded", NAME] == sorted(os.listdir(path.parent))
         assert V1 == (path.parent / ".superseded" / f"{dataset}-v1" / NAME).read_bytes()
         with orgs.ledger(orgs.partners[partner]) as ledger:
-            assert ["accepted", "replaced"] == [r.status for r in ledger.received()]
+            assert ["accepted", "replaced"] == [
+                r.status for r in sorted(ledger.received(), key=lambda r: r.dataset_version)
+            ]
     assert () == pull_at(orgs, THURROCK.id).outcomes
     assert not (orgs.partners[THURROCK.id].folder / "inbox" / ESSEX_CC.id).exists()
 
