@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from exchange.core.corrections import (
     CorrectionFacts,
@@ -14,7 +16,7 @@ from exchange.core.corrections import (
     open_only,
     progress,
 )
-from exchange.core.delivery import DeliveryState
+from exchange.core.delivery import HOLDING, DeliveryState
 from exchange.errors import InvariantError
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
@@ -187,3 +189,30 @@ def test_a_window_that_is_not_positive_is_a_bug() -> None:
     """Config validation guarantees a positive window; anything else is an invariant error."""
     with pytest.raises(InvariantError):
         progress(correction(), timedelta(0), NOW)
+
+
+_PARTNER_IDS = ("southend-uhft", "essex-police", "thurrock", "barnardos")
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(_PARTNER_IDS),
+            st.sampled_from(list(DeliveryState)),
+            st.integers(min_value=1, max_value=4),
+        ),
+        max_size=12,
+    ),
+    st.frozensets(st.sampled_from(_PARTNER_IDS)),
+)
+def test_recipients_property(
+    rows: list[tuple[str, DeliveryState, int]], allowed: frozenset[str]
+) -> None:
+    """Every holder is chosen, nobody without a delivery is, and the choice is sorted and
+    unique whatever the order of the facts."""
+    facts = [fact(p, s, version=v) for p, s, v in rows]
+    chosen = correction_recipients(facts, allowed)
+    assert list(chosen) == sorted(set(chosen))
+    assert {f.recipient for f in facts if f.state in HOLDING} <= set(chosen)
+    assert set(chosen) <= {f.recipient for f in facts}
+    assert chosen == correction_recipients(list(reversed(facts)), allowed)
