@@ -20,6 +20,7 @@ from exchange.core import delivery as lc
 from exchange.errors import EXIT_CODES
 from exchange.ledger import Ledger
 from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
+from tests.support.opskeys import distinct_partner_ssh_keys
 from tests.support.workspace import Workspace, make_offline_workspace
 
 pytestmark = pytest.mark.integration
@@ -67,6 +68,7 @@ def fixture_ws(tmp_path: Path) -> Workspace:
     """A workspace whose ledger holds two datasets sent under 'mash' (on 1 and 3 June), a
     manual send with a reason, and an incident opened then closed."""
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft", "essex-police"])
     (ws.root / "state").mkdir(exist_ok=True)
     with Ledger.open(ws.root / "state" / "ledger.sqlite3") as ledger:

@@ -16,6 +16,7 @@ from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.service import Daemon, Settings
 from exchange.transport.memory import MemoryHub, MemoryTransport
+from tests.support.opskeys import distinct_partner_ssh_keys
 from tests.support.workspace import csv_bytes, make_offline_workspace
 
 pytestmark = pytest.mark.integration
@@ -26,6 +27,7 @@ def test_daemon_appends_ledger_events_to_the_audit_log(tmp_path: Path) -> None:
     then the delivery's events up to sent) and the log verifies."""
     log_mod.configure(stream=sys.__stderr__)  # whatever an earlier in-process CLI test bound
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft"])
     hub = MemoryHub()
     hub.mkdirs("southend-uhft/inbox")

@@ -16,6 +16,7 @@ from exchange.cli import main
 from exchange.errors import EXIT_CODES
 from exchange.ledger import Ledger
 from exchange.model import ReasonCode
+from tests.support.opskeys import distinct_partner_ssh_keys
 from tests.support.workspace import Workspace, make_offline_workspace
 
 pytestmark = pytest.mark.integration
@@ -36,6 +37,7 @@ OPENED = datetime(2026, 6, 1, 9, 30, tzinfo=UTC)
 def fixture_ws(tmp_path: Path) -> Workspace:
     """A workspace whose ledger holds a host-key incident (seen twice) and a schema refusal."""
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft", "essex-police"])
     (ws.root / "state").mkdir(exist_ok=True)
     with Ledger.open(ws.root / "state" / "ledger.sqlite3") as ledger:
@@ -179,6 +181,7 @@ def test_closing_twice_is_refused(ws: Workspace, capsys: pytest.CaptureFixture[s
 def test_no_open_incidents_says_so(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A fresh workspace lists no incidents and exits 0."""
     ws = make_offline_workspace(tmp_path / "fresh")
+    distinct_partner_ssh_keys(ws)
     (ws.root / "state").mkdir(exist_ok=True)
     code, out, _ = _cli(ws, capsys, "incidents")
     assert (0, "no open incidents\n") == (code, out)

@@ -21,6 +21,7 @@ from exchange.errors import EXIT_CODES, UsageError
 from exchange.ledger import Ledger
 from exchange.metrics import MetricsServer
 from exchange.model import DatasetId, ReasonCode, Sha256
+from tests.support.opskeys import distinct_partner_ssh_keys
 from tests.support.sshd import free_port
 from tests.support.workspace import make_offline_workspace
 
@@ -136,6 +137,7 @@ def test_metrics_command_serves_until_sigterm(tmp_path: Path) -> None:
     """`exchange metrics --listen 127.0.0.1:PORT` serves the workspace's ledger figures and
     exits 0 on SIGTERM; a non-loopback address is refused before anything is served."""
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft"])
     (ws.root / "state").mkdir(exist_ok=True)
     refused = ws.exchange("metrics", "--listen", "0.0.0.0:9464")

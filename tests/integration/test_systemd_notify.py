@@ -18,6 +18,7 @@ from exchange.clock import SystemClock
 from exchange.config import load_config
 from exchange.service import Daemon, Settings
 from exchange.transport.memory import MemoryHub, MemoryTransport
+from tests.support.opskeys import distinct_partner_ssh_keys
 from tests.support.workspace import make_offline_workspace
 
 pytestmark = pytest.mark.integration
@@ -83,6 +84,7 @@ def test_ready_then_watchdog_only_while_healthy_then_stopping(
     watcher's observer thread is dead no WATCHDOG=1 is sent (so systemd would restart the
     service); STOPPING=1 comes on stop."""
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft", "essex-police"])
     hub = MemoryHub()
     for partner in ("southend-uhft", "essex-police"):
@@ -126,6 +128,7 @@ def test_no_watchdog_pings_when_systemd_asks_for_none(
     monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "notify"))
     monkeypatch.delenv("WATCHDOG_USEC", raising=False)
     ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
     ws.agreement("mash", ["southend-uhft"])
     hub = MemoryHub()
     hub.mkdirs("southend-uhft/inbox")
