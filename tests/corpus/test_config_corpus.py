@@ -32,6 +32,13 @@ def _key_lines(text: str) -> list[int]:
     ]
 
 
+def private_copy(folder: Path) -> None:
+    """Drop group and other write bits: the loader refuses a config others could change (B21),
+    and a checkout made under umask 002 has them."""
+    for path in [folder, *folder.rglob("*")]:
+        path.chmod(path.stat().st_mode & ~0o022)
+
+
 def _cases() -> list[tuple[str, str, int]]:
     """(file, kind of damage, 1-based line the damage is on)."""
     cases = []
@@ -59,6 +66,7 @@ def _damage(config: Path, name: str, kind: str, line: int) -> None:
 def fixture_config(tmp_path: Path) -> Path:
     """A copy of the repository's example configuration."""
     shutil.copytree(REPO / "config", tmp_path / "config")
+    private_copy(tmp_path / "config")
     return tmp_path / "config"
 
 
