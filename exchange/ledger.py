@@ -50,11 +50,13 @@ from exchange.errors import (
     RefusedError,
 )
 from exchange.ledger_records import (
+    ATTEMPT_SELECT,
     DELIVERY_SELECT,
     INCIDENT_SELECT,
     QUARANTINE_SELECT,
     RECEIVED_SELECT,
     VERSION_SELECT,
+    Attempt,
     Dataset,
     Delivery,
     DeliveryEvent,
@@ -66,6 +68,7 @@ from exchange.ledger_records import (
     Run,
     StatusRow,
     Version,
+    attempt_from_row,
     delivery_from_row,
     from_opt_text,
     from_text,
@@ -82,6 +85,7 @@ from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 __all__ = [
     "LEDGER_FILENAME",
     "MIGRATIONS",
+    "Attempt",
     "Dataset",
     "Delivery",
     "DeliveryEvent",
@@ -614,22 +618,81 @@ class Ledger:
         ciphertext_sha256: str,
         size: int,
         manifest_hash: str,
+        sealed_sha256: str,
         now: datetime,
     ) -> Delivery:
-        """Write intent before the remote rename: what the temporary file holds. The state
-        stays ``uploading``; a restart that finds the final name uses these values."""
+        """Write intent before the remote rename: what the temporary file holds, and the
+        SHA-256 of the sealed manifest file this attempt will rename in. The state stays
+        ``uploading``; a restart (or a lane that lost the reply to a rename) compares the
+        manifest found on the hub with every attempt recorded here (:meth:`attempts_of`)."""
         with self.transaction():
             current = self.get_delivery(delivery_id)
-            if current.state is not DeliveryState.UPLOADING:
+            if current.state is not DeliveryState.UPLOADING or current.sequence is None:
                 raise InvariantError(
                     f"delivery {delivery_id}: ciphertext recorded in state {current.state.value}"
                 )
+            stamp = to_text(now)
             self._write(
                 "UPDATE deliveries SET ciphertext_sha256 = ?, size = ?, manifest_hash = ?, "
                 "updated_at = ? WHERE id = ?",
-                (ciphertext_sha256, size, manifest_hash, to_text(now), delivery_id),
+                (ciphertext_sha256, size, manifest_hash, stamp, delivery_id),
+            )
+            self._write(
+                "INSERT INTO attempts (manifest_hash, delivery, sequence, ciphertext_sha256, size, "
+                "sealed_sha256, at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (
+                    manifest_hash,
+                    delivery_id,
+                    current.sequence,
+                    ciphertext_sha256,
+                    size,
+                    sealed_sha256,
+                    stamp,
+                ),
             )
             return self.get_delivery(delivery_id)
+
+    def attempts_of(self, delivery_id: str) -> tuple[Attempt, ...]:
+        """Every attempt of a delivery that got as far as recording its ciphertext, oldest first."""
+        rows = self._all(ATTEMPT_SELECT + " WHERE delivery = ? ORDER BY sequence", (delivery_id,))
+        return tuple(attempt_from_row(row) for row in rows)
+
+    def complete_from_hub(self, delivery_id: str, attempt: Attempt, now: datetime) -> Delivery:
+        """``sent`` for an ``uploading`` delivery whose final manifest on the hub is the one
+        ``attempt`` sealed (possibly an earlier attempt than the latest): the row takes that
+        attempt's sequence, hashes and size, so receipts for the manifest the partner can
+        really see are matched (docs/DESIGN.md invariant 12)."""
+        with self.transaction():
+            current = self.get_delivery(delivery_id)
+            if attempt.delivery != delivery_id:
+                raise InvariantError(f"delivery {delivery_id}: attempt of another delivery")
+            if current.state is not DeliveryState.UPLOADING:
+                raise InvariantError(
+                    f"delivery {delivery_id}: found on the hub in state {current.state.value}"
+                )
+            # The latest attempt's values are replaced by the found one's, then completed
+            # through the state table as usual.
+            self._write(
+                "UPDATE deliveries SET sequence = ?, ciphertext_sha256 = ?, size = ?, "
+                "manifest_hash = ? WHERE id = ? AND state = 'uploading'",
+                (
+                    attempt.sequence,
+                    attempt.ciphertext_sha256,
+                    attempt.size,
+                    attempt.manifest_hash,
+                    delivery_id,
+                ),
+            )
+            return self.apply(
+                delivery_id,
+                lifecycle.UploadCompleted(
+                    ciphertext_sha256=attempt.ciphertext_sha256,
+                    size=attempt.size,
+                    duration=timedelta(0),
+                    manifest_hash=attempt.manifest_hash,
+                ),
+                now,
+            )
 
     def record_receipt(
         self,

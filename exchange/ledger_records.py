@@ -22,11 +22,13 @@ from exchange.errors import InvariantError, LedgerError, RefusedError
 from exchange.model import DatasetId, ReasonCode, Sha256, VersionKind
 
 __all__ = [
+    "ATTEMPT_SELECT",
     "DELIVERY_SELECT",
     "INCIDENT_SELECT",
     "QUARANTINE_SELECT",
     "RECEIVED_SELECT",
     "VERSION_SELECT",
+    "Attempt",
     "Dataset",
     "Delivery",
     "DeliveryEvent",
@@ -38,6 +40,7 @@ __all__ = [
     "Run",
     "StatusRow",
     "Version",
+    "attempt_from_row",
     "delivery_from_row",
     "from_opt_text",
     "from_text",
@@ -115,6 +118,20 @@ class Delivery:
     updated_at: datetime
     sent_at: datetime | None
     acknowledged_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt's upload as recorded before its payload was renamed: what a manifest found
+    on the hub is compared with (``sealed_sha256`` is the hash of the whole sealed file)."""
+
+    delivery: str
+    sequence: int
+    ciphertext_sha256: str
+    size: int
+    manifest_hash: str
+    sealed_sha256: str
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -332,4 +349,22 @@ def received_from_row(row: Sequence[Any]) -> Received:
         plaintext_sha256=row[11],
         size=row[12],
         at=from_text(row[13]),
+    )
+
+
+ATTEMPT_SELECT = """
+    SELECT delivery, sequence, ciphertext_sha256, size, manifest_hash, sealed_sha256, at
+    FROM attempts
+"""
+
+
+def attempt_from_row(row: Sequence[Any]) -> Attempt:
+    return Attempt(
+        delivery=row[0],
+        sequence=row[1],
+        ciphertext_sha256=row[2],
+        size=row[3],
+        manifest_hash=row[4],
+        sealed_sha256=row[5],
+        at=from_text(row[6]),
     )

@@ -174,4 +174,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE TRIGGER received_no_delete BEFORE DELETE ON received
         BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
     """,
+    # 3: every attempt's manifest, so an upload whose outcome is unknown (a lost reply to the
+    # rename, a crash) is resolved by the hash of the manifest file found on the hub, never by
+    # sizes, which are the same for every attempt (docs/DESIGN.md invariants 11, 12)
+    """
+    CREATE TABLE attempts (
+        manifest_hash TEXT PRIMARY KEY CHECK (length(manifest_hash) = 64),
+        delivery TEXT NOT NULL REFERENCES deliveries (id),
+        sequence INTEGER NOT NULL CHECK (sequence >= 1),
+        ciphertext_sha256 TEXT NOT NULL CHECK (length(ciphertext_sha256) = 64),
+        size INTEGER NOT NULL CHECK (size >= 0),
+        sealed_sha256 TEXT NOT NULL UNIQUE CHECK (length(sealed_sha256) = 64),
+        at TEXT NOT NULL
+    );
+    CREATE INDEX attempts_delivery ON attempts (delivery);
+    CREATE TRIGGER attempts_no_update BEFORE UPDATE ON attempts
+        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
+    CREATE TRIGGER attempts_no_delete BEFORE DELETE ON attempts
+        BEGIN SELECT RAISE(ABORT, 'append-only table'); END;
+    """,
 )

@@ -1,6 +1,6 @@
 """One delivery to one partner, and the start-up reconciliation of that partner's hub folder.
 
-Rules (docs/DESIGN.md, write-ordering invariants 3-5; FORMAT.md §6.3):
+Rules (docs/DESIGN.md, write-ordering invariants 3-5, 11, 12; FORMAT.md §6.3):
 
 1. Intent first: ``uploading`` with the deterministic remote name is committed before the
    first byte is encrypted (crash point ``delivery.after_intent``).
@@ -17,10 +17,20 @@ Rules (docs/DESIGN.md, write-ordering invariants 3-5; FORMAT.md §6.3):
 5. The only age recipient ever used is the one configured for the delivery's recipient, looked
    up from the partner's configuration at the moment of encryption, and the partner must be a
    recipient of the delivery's agreement (TESTPLAN E42). The daemon has no other key source.
-6. Reconciliation of a delivery found ``uploading`` at start: a manifest under its final name
-   and a payload of the recorded size mean the attempt completed (``sent`` from the ledger's
-   own values, no new upload); anything else means it did not, and our temporaries and a lone
-   payload are removed before ``UploadInterrupted`` (a strike) is recorded.
+6. Reconciliation of a delivery found ``uploading`` (at start, or after a lost reply): a final
+   manifest whose SHA-256 equals the sealed manifest of a recorded attempt means that attempt
+   completed (``sent`` with that attempt's values, no new upload). Sizes are never evidence:
+   every attempt's ciphertext has the same size. Anything else means no attempt completed:
+   the final manifest, then the payload and our temporaries are removed before
+   ``UploadInterrupted`` (a strike; ``UploadFailed`` after a lost reply) is recorded.
+7. An error after a rename was requested (the payload's or the manifest's) leaves the outcome
+   unknown: :class:`OutcomeUnknown`, the delivery stays ``uploading`` and the lane reconciles
+   before anything else. A retry settles the hub first the same way: a final manifest of an
+   earlier attempt makes it ``sent``; otherwise the final manifest is removed before the
+   payload, and both before a new payload is renamed in.
+8. The partner's recipient is trial-wrapped and the manifest's configured text is checked
+   before the intent: an unusable key or agreement text parks the partner with an incident
+   (``RecipientKeyError``, ``ManifestFieldError``), never a strike.
 """
 
 from __future__ import annotations
@@ -30,7 +40,7 @@ import io
 import os
 import time
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import BinaryIO, cast
 
 import structlog
@@ -41,13 +51,13 @@ from exchange.core import delivery as lifecycle
 from exchange.core.delivery import should_poison
 from exchange.core.naming import DeliveryNames, Folder, read_name
 from exchange.errors import ExchangeError, InvariantError
-from exchange.ledger import Delivery
+from exchange.ledger import Attempt, Delivery
 from exchange.log import escape_bytes
 from exchange.manifest import Correction, Manifest, sign_manifest
 from exchange.model import ReasonCode, VersionKind
 from exchange.service.context import Context, crash_point
 from exchange.transport import Transport
-from exchange.transport.port import AtomicWriter, part_name
+from exchange.transport.port import AtomicWriter, RemoteNotFoundError, part_name
 
 _log = structlog.get_logger()
 
@@ -77,6 +87,25 @@ class RecipientKeyError(ExchangeError):
     """The partner's age recipient in its configuration cannot be used."""
 
     default_hint = "fix [keys] age_recipient in config/partners/<id>.toml, then restart"
+
+
+class ManifestFieldError(ExchangeError):
+    """A value from the configuration (an agreement's purpose, legal basis or classification)
+    cannot go into a manifest (FORMAT.md §4.2): never sent, never a strike."""
+
+    default_hint = (
+        "fix the agreement's text in config/agreements/<id>.toml, run 'exchange config check', "
+        "then restart"
+    )
+
+
+class OutcomeUnknown(Exception):
+    """An error after a rename was requested: the file may be final on the hub or not. The
+    delivery stays ``uploading``; reconciliation decides by the manifest's hash (rule 7)."""
+
+    def __init__(self, cause: Exception) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +143,8 @@ class _Guarded:
             raise Abandoned("upload abandoned at shutdown")
         count = self._inner.write(data)
         self._writes += 1
-        if self._writes == 2:
+        # After the first write: the encryptor sends a small file (header and all) in one.
+        if self._writes == 1:
             crash_point("delivery.mid_upload")
         return count
 
@@ -132,31 +162,21 @@ def _file_name(raw: bytes) -> str:
 
 
 def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
-    """Make one attempt (rules 1-5). Raises TransportError, RecipientKeyError, Abandoned,
-    or anything a bug raises; the caller turns that into the right ledger event."""
+    """Make one attempt (rules 1-5, 7, 8). Raises TransportError, RecipientKeyError,
+    ManifestFieldError, OutcomeUnknown, Abandoned, or anything a bug raises; the caller turns
+    that into the right ledger event."""
     cfg = ctx.config
     agreement = cfg.agreements[delivery.agreement]
     partner = cfg.partners[delivery.recipient]
     if partner.id not in agreement.recipients:
         raise InvariantError(f"delivery {delivery.id}: {partner.id} is not a recipient")
-    try:
-        recipient = agefmt.parse_recipient(partner.keys.age_recipient)
-    except agefmt.KeyEncodingError as error:
-        raise RecipientKeyError(
-            f"config/partners/{partner.id}.toml: keys.age_recipient: {error.message}"
-        ) from None
+    recipient = _usable_recipient(partner.id, partner.keys.age_recipient)
     version = ctx.ledger.get_version(delivery.version)
     dataset = ctx.ledger.get_dataset(delivery.dataset)
     names = DeliveryNames.for_delivery(delivery.id)
     folder = remote_dir(cfg, partner.hub_folder)
     payload_path = f"{folder}/{names.payload}"
     manifest_path = f"{folder}/{names.manifest}"
-
-    started = time.monotonic()
-    current = ctx.ledger.begin_upload(delivery.id, names.payload, ctx.now())
-    crash_point("delivery.after_intent")
-    if current.sequence is None:
-        raise InvariantError(f"delivery {delivery.id}: no sequence after begin_upload")
 
     correction = None
     if version.kind is VersionKind.CORRECTION and version.supersedes is not None:
@@ -166,55 +186,85 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
             complaint=version.complaint_ref or "none given",
             reason=version.reason or "correction",
         )
+    fields: dict[str, object] = {
+        "delivery": delivery.id,
+        "dataset": delivery.dataset.value,
+        "dataset_version": version.number,
+        "correction": correction,
+        "sender": cfg.organisation.id,
+        "sender_key": ctx.signing_key.public_key.fingerprint,
+        "recipient": partner.id,
+        "recipient_key": partner.keys.signing_key_fingerprint,
+        "agreement": agreement.id,
+        "purpose": agreement.purpose,
+        "legal_basis": "; ".join(agreement.legal_basis),
+        "classification": agreement.classification,
+        "file_name": _file_name(dataset.original_name),
+        "media_type": MEDIA_TYPES.get(
+            _extension(dataset.original_name), "application/octet-stream"
+        ),
+    }
+    # Rule 8: the fields that come from configuration are checked before the intent, so an
+    # agreement text a manifest cannot carry parks the delivery instead of striking it.
+    _check_fields(delivery, fields, version.size, version.sha256.hex, agreement.retention_days)
+
+    started = time.monotonic()
+    current = ctx.ledger.begin_upload(delivery.id, names.payload, ctx.now())
+    crash_point("delivery.after_intent")
+    if current.sequence is None:
+        raise InvariantError(f"delivery {delivery.id}: no sequence after begin_upload")
+    if current.attempts > 1:
+        # Rule 7: a retry first settles what earlier attempts left under the final names.
+        found = settle_hub(ctx, transport, current, folder)
+        if found is not None:
+            sent = ctx.ledger.complete_from_hub(delivery.id, found, ctx.now())
+            _log.info("delivery.reconciled", delivery=delivery.id, state="sent")
+            return Sent(sent, timedelta(0))
+
     upload = transport.open_atomic(payload_path)
-    # The spool is ours (0700), but a link there is never followed all the same.
-    spool_fd = os.open(version.spool_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    with os.fdopen(spool_fd, "rb") as plain, upload as raw_writer:
-        writer = _Guarded(raw_writer, ctx)
-        result = agefmt.encrypt(plain, cast(BinaryIO, writer), [recipient])
-        if result.plaintext_sha256 != version.sha256.hex:
-            raise SpoolMismatch(
-                f"{version.spool_path}: content differs from the recorded sha256 {version.sha256}"
+    renaming = False
+    try:
+        # The spool is ours (0700), but a link there is never followed all the same.
+        spool_fd = os.open(version.spool_path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        with os.fdopen(spool_fd, "rb") as plain, upload as raw_writer:
+            writer = _Guarded(raw_writer, ctx)
+            result = agefmt.encrypt(plain, cast(BinaryIO, writer), [recipient])
+            if result.plaintext_sha256 != version.sha256.hex:
+                raise SpoolMismatch(
+                    f"{version.spool_path}: content differs from the recorded sha256 "
+                    f"{version.sha256}"
+                )
+            created = ctx.now()
+            manifest = Manifest.build(
+                created=created,
+                plaintext_size=result.plaintext_size,
+                plaintext_sha256=result.plaintext_sha256,
+                ciphertext_sha256=result.ciphertext_sha256,
+                retain_until=_retain_until(created.date(), agreement.retention_days),
+                sequence=current.sequence,
+                **fields,
             )
-        created = ctx.now()
-        manifest = Manifest.build(
-            created=created,
-            delivery=delivery.id,
-            dataset=delivery.dataset.value,
-            dataset_version=version.number,
-            correction=correction,
-            sender=cfg.organisation.id,
-            sender_key=ctx.signing_key.public_key.fingerprint,
-            recipient=partner.id,
-            recipient_key=partner.keys.signing_key_fingerprint,
-            agreement=agreement.id,
-            purpose=agreement.purpose,
-            legal_basis="; ".join(agreement.legal_basis),
-            classification=agreement.classification,
-            file_name=_file_name(dataset.original_name),
-            media_type=MEDIA_TYPES.get(
-                _extension(dataset.original_name), "application/octet-stream"
-            ),
-            plaintext_size=result.plaintext_size,
-            plaintext_sha256=result.plaintext_sha256,
-            ciphertext_sha256=result.ciphertext_sha256,
-            retain_until=_retain_until(created.date(), agreement.retention_days),
-            sequence=current.sequence,
-        )
-        signed = sign_manifest(manifest, ctx.signing_key)
-        manifest_hash = _sha256(manifest.encode())
-        ctx.ledger.record_ciphertext(
-            delivery.id,
-            ciphertext_sha256=result.ciphertext_sha256,
-            size=result.ciphertext_size,
-            manifest_hash=manifest_hash,
-            now=ctx.now(),
-        )
-        crash_point("delivery.before_rename")
-    crash_point("delivery.after_payload_rename")
-    sealed = io.BytesIO()
-    agefmt.encrypt(io.BytesIO(signed), sealed, [recipient])
-    transport.put_atomic(io.BytesIO(sealed.getvalue()), manifest_path)
+            signed = sign_manifest(manifest, ctx.signing_key)
+            manifest_hash = _sha256(manifest.encode())
+            sealed = io.BytesIO()
+            agefmt.encrypt(io.BytesIO(signed), sealed, [recipient])
+            ctx.ledger.record_ciphertext(
+                delivery.id,
+                ciphertext_sha256=result.ciphertext_sha256,
+                size=result.ciphertext_size,
+                manifest_hash=manifest_hash,
+                sealed_sha256=_sha256(sealed.getvalue()),
+                now=ctx.now(),
+            )
+            crash_point("delivery.before_rename")
+            # From here on the rename may have happened whatever the transport says.
+            renaming = True
+        crash_point("delivery.after_payload_rename")
+        transport.put_atomic(io.BytesIO(sealed.getvalue()), manifest_path)
+    except Exception as error:
+        if renaming:
+            raise OutcomeUnknown(error) from error
+        raise
     crash_point("delivery.after_rename")
     duration = timedelta(seconds=time.monotonic() - started)
     sent = ctx.ledger.apply(
@@ -229,6 +279,47 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
     )
     crash_point("delivery.after_sent")
     return Sent(sent, duration)
+
+
+def _usable_recipient(partner_id: str, text: str) -> agefmt.Recipient:
+    """The partner's age recipient, trial-wrapped once so a key that parses but cannot be
+    used (a low-order X25519 point) parks the partner instead of striking each delivery."""
+    where = f"config/partners/{partner_id}.toml: keys.age_recipient"
+    try:
+        recipient = agefmt.parse_recipient(text)
+        agefmt.encrypt(io.BytesIO(b""), io.BytesIO(), [recipient])
+    except agefmt.KeyEncodingError as error:
+        raise RecipientKeyError(f"{where}: {error.message}") from None
+    except Exception as error:  # noqa: BLE001 - any failure to wrap to this key is the key's
+        raise RecipientKeyError(f"{where}: cannot encrypt to it ({error})") from None
+    return recipient
+
+
+def _check_fields(
+    delivery: Delivery,
+    fields: dict[str, object],
+    size: int,
+    sha256: str,
+    retention_days: int,
+) -> None:
+    """Build a throw-away manifest with this attempt's fields and stand-in digests: a field
+    the manifest refuses is a configuration problem (ManifestFieldError), found before the
+    intent is recorded."""
+    created = datetime(2000, 1, 1, tzinfo=UTC)
+    try:
+        Manifest.build(
+            created=created,
+            plaintext_size=size,
+            plaintext_sha256=sha256,
+            ciphertext_sha256="0" * 64,
+            retain_until=_retain_until(created.date(), retention_days),
+            sequence=max(delivery.sequence or 1, 1),
+            **fields,
+        )
+    except ValueError as error:
+        raise ManifestFieldError(
+            f"config/agreements/{delivery.agreement}.toml: cannot go into a manifest: {error}"
+        ) from None
 
 
 def _extension(raw: bytes) -> str:
@@ -254,14 +345,21 @@ class Reconciled:
     temporaries_removed: int
 
 
-def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Reconciled:
+def reconcile_partner(
+    ctx: Context,
+    transport: Transport,
+    partner_id: str,
+    unknown: frozenset[str] = frozenset(),
+) -> Reconciled:
     """Rule 6 for every delivery to ``partner_id`` left ``uploading``, and removal of our
-    leftover temporary files in its inbox. Raises TransportError if the hub cannot be asked."""
+    leftover temporary files in its inbox. ``unknown`` names deliveries this process left
+    ``uploading`` after a transport error past a rename request: one found incomplete is a
+    transient failure (``UploadFailed``), not a strike. Raises TransportError if the hub
+    cannot be asked."""
     partner = ctx.config.partners[partner_id]
     folder = remote_dir(ctx.config, partner.hub_folder)
     kind = remote_folder(ctx.config)
     listing = transport.list(folder, validate=lambda n: read_name(kind, n) is not None)
-    present = {entry.name: entry.size for entry in listing.entries}
     removed = 0
     for temp in listing.temporaries:
         if transport.remove(f"{folder}/{temp}"):
@@ -269,24 +367,10 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
     completed = interrupted = 0
     for delivery in ctx.ledger.deliveries(lifecycle.DeliveryState.UPLOADING, recipient=partner_id):
         names = DeliveryNames.for_delivery(delivery.id)
+        found = settle_hub(ctx, transport, delivery, folder)
         now = ctx.now()
-        if (
-            names.manifest in present
-            and delivery.ciphertext_sha256 is not None
-            and delivery.manifest_hash is not None
-            and delivery.size is not None
-            and present.get(names.payload) == delivery.size
-        ):
-            ctx.ledger.apply(
-                delivery.id,
-                lifecycle.UploadCompleted(
-                    ciphertext_sha256=delivery.ciphertext_sha256,
-                    size=delivery.size,
-                    duration=timedelta(0),
-                    manifest_hash=delivery.manifest_hash,
-                ),
-                now,
-            )
+        if found is not None:
+            ctx.ledger.complete_from_hub(delivery.id, found, now)
             completed += 1
             _log.info(
                 "delivery.reconciled",
@@ -297,10 +381,16 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
                 remote_name=names.payload,
             )
             continue
-        for name in (names.manifest, names.payload):
-            transport.remove(part_name(f"{folder}/{name}"))
-            if name in present:
-                transport.remove(f"{folder}/{name}")
+        if delivery.id in unknown:
+            ctx.ledger.apply(
+                delivery.id,
+                lifecycle.UploadFailed(
+                    reason="the reply to a rename was lost and the upload was not complete",
+                    retry_at=now,
+                ),
+                now,
+            )
+            continue
         struck = ctx.ledger.apply(
             delivery.id,
             lifecycle.UploadInterrupted(
@@ -318,6 +408,43 @@ def reconcile_partner(ctx: Context, transport: Transport, partner_id: str) -> Re
             attempts=delivery.attempts,
         )
     return Reconciled(completed, interrupted, removed)
+
+
+#: A sealed manifest is small (FORMAT.md §4: the body is capped well below this).
+MANIFEST_MAX = 64 * 1024
+
+
+def settle_hub(
+    ctx: Context, transport: Transport, delivery: Delivery, folder: str
+) -> Attempt | None:
+    """Rule 7: the attempt whose sealed manifest is final on the hub for ``delivery``, compared
+    by the SHA-256 of the whole file with every attempt the ledger recorded; or None, after
+    removing whatever earlier attempts left, the final manifest first and the payload after,
+    so a partner never sees a manifest beside a payload it does not describe."""
+    names = DeliveryNames.for_delivery(delivery.id)
+    manifest_path = f"{folder}/{names.manifest}"
+    payload_path = f"{folder}/{names.payload}"
+    buffer = io.BytesIO()
+    try:
+        transport.get(manifest_path, buffer, max_size=MANIFEST_MAX)
+    except RemoteNotFoundError:
+        pass
+    else:
+        digest = _sha256(buffer.getvalue())
+        for attempt in ctx.ledger.attempts_of(delivery.id):
+            if attempt.sealed_sha256 == digest:
+                return attempt
+        _log.warning(
+            "delivery.stale_manifest",
+            delivery=delivery.id,
+            recipient=delivery.recipient,
+            sha256=digest,
+        )
+    transport.remove(manifest_path)
+    transport.remove(payload_path)
+    transport.remove(part_name(manifest_path))
+    transport.remove(part_name(payload_path))
+    return None
 
 
 def poison_if_struck_out(ctx: Context, delivery: Delivery) -> bool:

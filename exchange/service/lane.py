@@ -11,7 +11,7 @@ Rules:
    lane pauses until then, so a down hub sees one attempt per backoff step per partner, not a
    storm.
 4. **Permanent failure** (host key, auth, permission, disk full, the partner's key missing or
-   invalid): every waiting delivery to that partner is ``parked``, one incident is opened (repeats
+   invalid, an agreement text a manifest cannot carry): every waiting delivery to that partner is ``parked``, one incident is opened (repeats
    count occurrences) and an error is logged. The lane then probes: after
    ``park_probe_seconds``, doubling up to an hour, it resumes the parked deliveries and tries
    again; the first permanent failure parks them all again. At start a parked partner is
@@ -19,7 +19,10 @@ Rules:
 5. **Strikes and poison.** An attempt that died without an answer from the transport (a crash,
    a bug, a spool copy that changed) is a strike; after ``max_attempts`` strikes the delivery
    is given up (``poisoned``) and the daemon quarantines its spool copy.
-6. ``except Exception`` here is the service loop's licence (STYLE item 10): one bad delivery
+6. **Outcome unknown.** An error after a rename was requested never becomes ``UploadFailed``:
+   the delivery stays ``uploading`` and the lane reconciles with the hub (manifest hashes)
+   before anything else, so a complete delivery is never retried, cancelled or superseded.
+7. ``except Exception`` here is the service loop's licence (STYLE item 10): one bad delivery
    must never end the lane.
 """
 
@@ -40,6 +43,8 @@ from exchange.service import due
 from exchange.service.context import Context
 from exchange.service.deliver import (
     Abandoned,
+    ManifestFieldError,
+    OutcomeUnknown,
     RecipientKeyError,
     deliver_one,
     poison_if_struck_out,
@@ -57,6 +62,8 @@ def park_reason(error: Exception) -> ReasonCode:
         return ReasonCode.HOST_KEY_MISMATCH
     if isinstance(error, RecipientKeyError):
         return ReasonCode.KEY_INVALID
+    if isinstance(error, ManifestFieldError):
+        return ReasonCode.ENCODING
     text = str(error)
     if "authentication failed" in text:
         return ReasonCode.AUTH_FAILED
@@ -84,6 +91,9 @@ class Lane(threading.Thread):
         self._kinds: dict[int, VersionKind] = {}
         #: Transient failures in a row, for the lane's own backoff (reset by any success).
         self._failures = 0
+        #: Deliveries left ``uploading`` after an error past a rename request (outcome
+        #: unknown): the next reconciliation settles them, as a transient failure if need be.
+        self._unknown: set[str] = set()
 
     # -- thread ------------------------------------------------------------------------------
 
@@ -91,7 +101,7 @@ class Lane(threading.Thread):
         while not self.ctx.stopping.is_set():
             try:
                 self.cycle()
-            except Exception as error:  # noqa: BLE001 - rule 6
+            except Exception as error:  # noqa: BLE001 - rule 7
                 _log.exception("lane.failed", partner=self.partner_id, error=str(error))
                 self._close()
             self.wake.wait(self.ctx.settings.tick_seconds)
@@ -125,11 +135,14 @@ class Lane(threading.Thread):
 
     def _reconcile(self) -> bool:
         try:
-            result = reconcile_partner(self.ctx, self.transport, self.partner_id)
+            result = reconcile_partner(
+                self.ctx, self.transport, self.partner_id, frozenset(self._unknown)
+            )
         except TransportError as error:
             self._failed_without_delivery(error)
             return False
         self._reconciled = True
+        self._unknown.clear()
         self._failures = 0
         _log.info(
             "lane.reconciled",
@@ -232,6 +245,21 @@ class Lane(threading.Thread):
             )
             _log.warning("delivery.abandoned", delivery=delivery.id, recipient=self.partner_id)
             return False
+        except OutcomeUnknown as unknown:
+            # The rename may have happened: never UploadFailed here (that would let a retry
+            # or a cancellation ignore a complete delivery); reconcile first (deliver rule 7).
+            self._close()
+            self._unknown.add(delivery.id)
+            self._reconciled = False
+            self._hold(self._backoff())
+            _log.warning(
+                "delivery.outcome_unknown",
+                delivery=delivery.id,
+                recipient=self.partner_id,
+                agreement=delivery.agreement,
+                error=getattr(unknown.cause, "message", str(unknown.cause)),
+            )
+            return False
         except TransportError as error:
             self._close()
             if error.transient:
@@ -239,10 +267,10 @@ class Lane(threading.Thread):
             else:
                 self._park_all(error, delivery)
             return False
-        except RecipientKeyError as error:
+        except (RecipientKeyError, ManifestFieldError) as error:
             self._park_all(error, delivery)
             return False
-        except Exception as error:  # noqa: BLE001 - rule 6: a strike, never the end of the lane
+        except Exception as error:  # noqa: BLE001 - rule 7: a strike, never the end of the lane
             self._close()
             self._strike(delivery, error)
             return True

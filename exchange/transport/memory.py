@@ -60,6 +60,10 @@ class MemoryFaults:
     no_posix_rename: bool = False
     #: Refuse every request as permission denied.
     permission_denied: bool = False
+    #: Perform the next rename to a final name ending in this suffix, then drop the connection
+    #: before its reply arrives (the caller sees a transient error although the file is
+    #: final). One-shot: reset once it fires.
+    lose_rename_reply: str | None = None
 
 
 @dataclass(slots=True)
@@ -226,6 +230,10 @@ class MemoryTransport:
             del self.hub.files[part]
             raise SizeMismatchError.remote(final, written, len(data))
         self.hub.files[final] = self.hub.files.pop(part)
+        lost = self.faults.lose_rename_reply
+        if lost is not None and final.endswith(lost):
+            self.faults.lose_rename_reply = None
+            raise self._drop()
 
     # -- read side -------------------------------------------------------------------------
 

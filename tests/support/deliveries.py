@@ -122,14 +122,15 @@ def make_delivery(
     signed = sign_manifest(manifest, key)
     body = signed[: signed.rindex(b"signature: ")]
     manifest_hash = hashlib.sha256(body).hexdigest()
+    sealed = seal(signed, partner.keys.age_recipient)
     ledger.record_ciphertext(
         delivery,
         ciphertext_sha256=manifest.ciphertext_sha256,
         size=len(payload),
         manifest_hash=manifest_hash,
+        sealed_sha256=hashlib.sha256(sealed).hexdigest(),
         now=now,
     )
-    sealed = seal(signed, partner.keys.age_recipient)
     return Made(delivery, names, manifest, signed, manifest_hash, payload, sealed, plaintext)
 
 

@@ -298,7 +298,12 @@ def test_ciphertext_recorded_before_rename_completes_after_restart(path: Path) -
         _, ids = take(ledger, recipients=(POLICE,))
         ledger.begin_upload(ids[0], "a.age", T0)
         ledger.record_ciphertext(
-            ids[0], ciphertext_sha256="c" * 64, size=9, manifest_hash="m" * 64, now=T0
+            ids[0],
+            ciphertext_sha256="c" * 64,
+            size=9,
+            manifest_hash="m" * 64,
+            sealed_sha256="s" * 64,
+            now=T0,
         )
     with Ledger.open(path) as restarted:
         (inflight,) = restarted.deliveries(DeliveryState.UPLOADING)
@@ -315,7 +320,12 @@ def test_ciphertext_recorded_before_rename_completes_after_restart(path: Path) -
         assert done.sent_at == T0
         with pytest.raises(InvariantError, match="in state sent"):
             restarted.record_ciphertext(
-                inflight.id, ciphertext_sha256="d" * 64, size=9, manifest_hash="n" * 64, now=T0
+                inflight.id,
+                ciphertext_sha256="d" * 64,
+                size=9,
+                manifest_hash="n" * 64,
+                sealed_sha256="t" * 64,
+                now=T0,
             )
 
 
@@ -324,7 +334,12 @@ def test_completion_must_match_the_recorded_ciphertext(ledger: Ledger) -> None:
     _, ids = take(ledger)
     ledger.begin_upload(ids[0], "a.age", T0)
     ledger.record_ciphertext(
-        ids[0], ciphertext_sha256="c" * 64, size=9, manifest_hash="m" * 64, now=T0
+        ids[0],
+        ciphertext_sha256="c" * 64,
+        size=9,
+        manifest_hash="m" * 64,
+        sealed_sha256="s" * 64,
+        now=T0,
     )
     with pytest.raises(InvariantError, match="differs from the recorded"):
         ledger.apply(ids[0], lc.UploadCompleted("e" * 64, 9, timedelta(0), "m" * 64), T0)

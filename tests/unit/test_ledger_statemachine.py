@@ -204,6 +204,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     ciphertext_sha256=values[0],
                     size=values[1],
                     manifest_hash=values[2],
+                    sealed_sha256=digest("sealed", delivery_id, model.attempts),
                     now=self.tick(),
                 )
             return
@@ -212,6 +213,7 @@ class LedgerMachine(RuleBasedStateMachine):
             ciphertext_sha256=values[0],
             size=values[1],
             manifest_hash=values[2],
+            sealed_sha256=digest("sealed", delivery_id, model.attempts),
             now=self.tick(),
         )
         model.recorded = values
