@@ -26,6 +26,7 @@ PARTY_ID = re.compile(r"[a-z][a-z0-9-]{1,30}")  # config.py's ID_PATTERN
 DELIVERY_ID = re.compile(r"dl-[0-9a-f]{32}")  # core/naming.py's DELIVERY_ID
 DATASET_ID = re.compile(r"ds-[0-9a-f]{32}")  # model.DatasetId
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+HUB_NAME = re.compile(r"[0-9a-f]{32}")  # core/naming.py's hub stem (FORMAT.md §6.1)
 MEDIA_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,62}/[a-z0-9][a-z0-9!#$&^_.+-]{0,62}")
 FIELD_NAME = re.compile(r"[a-z][a-z0-9-]{0,31}")
 _UINT = re.compile(r"0|[1-9][0-9]{0,18}")

@@ -47,6 +47,8 @@ __all__ = [
     "RECEIPT_MAGIC",
     "RECEIPT_MAX_SIZE",
     "RECEIPT_REASONS",
+    "UNVERIFIED_MAGIC",
+    "UNVERIFIED_REASONS",
     "Correction",
     "Manifest",
     "ManifestRejected",
@@ -57,15 +59,23 @@ __all__ = [
     "Receipt",
     "SentDelivery",
     "Status",
+    "UnverifiedRejection",
     "check_payload",
+    "is_unverified_rejection",
     "open_manifest",
     "open_receipt",
+    "open_unverified_rejection",
     "sign_manifest",
     "sign_receipt",
+    "sign_unverified_rejection",
 ]
 
 MANIFEST_MAGIC = "exchange-manifest/v1"
 RECEIPT_MAGIC = "exchange-receipt/v1"
+#: FORMAT.md §4.6: the rejection of a manifest that did not verify. Receipt version 2, because
+#: its fields are not those of version 1 (a version 1 decoder refuses it as
+#: ``unsupported-version``); every other receipt is still written as version 1.
+UNVERIFIED_MAGIC = "exchange-receipt/v2"
 #: Hard caps on a signed document (FORMAT.md §4.5), checked before anything is parsed.
 MANIFEST_MAX_SIZE = 16 * 1024
 RECEIPT_MAX_SIZE = 4 * 1024
@@ -103,6 +113,24 @@ RECEIPT_REASONS: frozenset[Reason] = frozenset(
         Reason.REPLAY,
         Reason.CIPHERTEXT_MISMATCH,
         Reason.PLAINTEXT_MISMATCH,
+    }
+)
+
+
+#: The reason codes of a rejection of a manifest that did not verify (FORMAT.md §4.6, §7):
+#: every refusal of §5.1 steps 1-7 that the recipient can name without trusting the manifest.
+UNVERIFIED_REASONS: frozenset[Reason] = frozenset(
+    {
+        Reason.DECRYPTION_FAILED,
+        Reason.MALFORMED,
+        Reason.NOT_CANONICAL,
+        Reason.UNSUPPORTED_VERSION,
+        Reason.TOO_LARGE,
+        Reason.UNKNOWN_SIGNER,
+        Reason.KEY_MISMATCH,
+        Reason.MALFORMED_SIGNATURE,
+        Reason.BAD_SIGNATURE,
+        Reason.WRONG_RECIPIENT,
     }
 )
 
@@ -353,6 +381,88 @@ class Receipt:
         return _canonical(body, build)
 
 
+@dataclass(frozen=True, slots=True)
+class UnverifiedRejection:
+    """A recipient's signed refusal of a manifest file that did not verify (FORMAT.md §4.6).
+
+    Nothing in it comes from the manifest's verified content, since there is none: it names the
+    file by its hub name and the SHA-256 of the sealed file as received, and is addressed to
+    the party the hub folder binds (the only one entitled to write there), not to whoever the
+    manifest claims. ``claimed_delivery`` is what the manifest said, unverified, and only when
+    that id gives back the hub name.
+    """
+
+    hub_name: str
+    manifest_file_sha256: str
+    claimed_delivery: str | None
+    reason: Reason
+    time: datetime
+    sender: str
+    recipient: str
+    recipient_key: str
+
+    def __post_init__(self) -> None:
+        tc.check_pattern("hub-name", self.hub_name, tc.HUB_NAME)
+        tc.check_pattern("manifest-file-sha256", self.manifest_file_sha256, tc.SHA256_HEX)
+        if self.claimed_delivery is not None:
+            tc.check_pattern("claimed-delivery", self.claimed_delivery, tc.DELIVERY_ID)
+            if _hub_name(self.claimed_delivery) != self.hub_name:
+                raise ValueError("claimed-delivery: its hub name is not hub-name")
+        if self.reason not in UNVERIFIED_REASONS:
+            raise ValueError(f"reason: {self.reason!r} is not a reason for an unverified manifest")
+        tc.check_time("time", self.time)
+        for name in ("sender", "recipient"):
+            tc.check_pattern(name, getattr(self, name), tc.PARTY_ID)
+        tc.check_fingerprint("recipient-key", self.recipient_key)
+
+    @property
+    def status(self) -> Status:
+        return Status.REJECTED
+
+    def fields(self) -> dict[str, str]:
+        out = {}
+        if self.claimed_delivery is not None:
+            out["claimed-delivery"] = self.claimed_delivery
+        return out | {
+            "hub-name": self.hub_name,
+            "manifest-file-sha256": self.manifest_file_sha256,
+            "reason": self.reason.value,
+            "recipient": self.recipient,
+            "recipient-key": self.recipient_key,
+            "sender": self.sender,
+            "status": Status.REJECTED.value,
+            "time": tc.encode_time(self.time),
+        }
+
+    def encode(self) -> bytes:
+        return tc.encode_body(UNVERIFIED_MAGIC, self.fields())
+
+    @classmethod
+    def decode(cls, body: bytes) -> UnverifiedRejection:
+        raw = _parse(body, UNVERIFIED_MAGIC, _UNVERIFIED_REQUIRED, ("claimed-delivery",))
+
+        def build() -> UnverifiedRejection:
+            if raw["status"] != Status.REJECTED.value:
+                raise ValueError("status: must be rejected")
+            return cls(
+                hub_name=raw["hub-name"],
+                manifest_file_sha256=raw["manifest-file-sha256"],
+                claimed_delivery=raw.get("claimed-delivery"),
+                reason=Reason(raw["reason"]),
+                time=tc.decode_time(raw["time"]),
+                sender=raw["sender"],
+                recipient=raw["recipient"],
+                recipient_key=raw["recipient-key"],
+            )
+
+        return _canonical(body, build)
+
+
+def _hub_name(delivery_id: str) -> str:
+    # FORMAT.md §6.1 (core/naming.hub_stem; repeated here so this module stays free of core).
+    return hashlib.sha256(b"exchange/v1 hub name\n" + delivery_id.encode("ascii")).hexdigest()[:32]
+
+
 _MANIFEST_OPTIONAL = ("supersedes", "supersedes-complaint", "supersedes-reason")
 _MANIFEST_REQUIRED = frozenset(
     {
@@ -368,7 +478,12 @@ _RECEIPT_REQUIRED = frozenset(
      "time"}
 )  # fmt: skip
 
-_Doc = TypeVar("_Doc", Manifest, Receipt)
+_UNVERIFIED_REQUIRED = frozenset(
+    {"hub-name", "manifest-file-sha256", "reason", "recipient", "recipient-key", "sender",
+     "status", "time"}
+)  # fmt: skip
+
+_Doc = TypeVar("_Doc", Manifest, Receipt, UnverifiedRejection)
 
 
 def _malformed(message: str) -> ManifestRejected:
@@ -452,6 +567,11 @@ def sign_manifest(manifest: Manifest, key: SigningKey) -> bytes:
 def sign_receipt(receipt: Receipt, key: SigningKey) -> bytes:
     """The signed receipt file, signed by the recipient of the delivery (§4.5)."""
     return _sign(receipt.encode(), key, receipt.recipient_key)
+
+
+def sign_unverified_rejection(rejection: UnverifiedRejection, key: SigningKey) -> bytes:
+    """The signed rejection of a manifest that did not verify (§4.6), signed by us."""
+    return _sign(rejection.encode(), key, rejection.recipient_key)
 
 
 def _split(signed: bytes, max_size: int) -> tuple[bytes, bytes]:
@@ -582,3 +702,49 @@ def open_receipt(
     ):
         raise ManifestRejected("receipt names another plaintext", Reason.RECEIPT_MISMATCH)
     return Opened(receipt, hashlib.sha256(body).hexdigest())
+
+
+def is_unverified_rejection(signed: bytes) -> bool:
+    """Whether a decrypted receipt file is the §4.6 shape (its magic line), to pick its opener;
+    either opener refuses a document of the other shape."""
+    return signed.startswith(UNVERIFIED_MAGIC.encode("ascii") + b"\n")
+
+
+def open_unverified_rejection(
+    signed: bytes,
+    *,
+    signer: str,
+    key: PublicKey,
+    me: str,
+    made: Callable[[str], SentDelivery | None],
+) -> Opened[UnverifiedRejection]:
+    """Decode and verify the rejection of a manifest that did not verify (FORMAT.md §5.3).
+
+    ``signer`` and ``key`` are the partner whose hub folder the receipt was found in: the only
+    party entitled to answer a manifest file in that folder. ``made`` looks a hub name up among
+    the deliveries we made to that partner.
+    """
+    body, signature = _split(signed, RECEIPT_MAX_SIZE)
+    rejection = UnverifiedRejection.decode(body)
+    if rejection.recipient != signer:
+        raise ManifestRejected(
+            f"rejection signed as {rejection.recipient!r} found in {signer!r}'s folder",
+            Reason.UNKNOWN_SIGNER,
+        )
+    _verify_signer("recipient-key", rejection.recipient_key, key, body, signature)
+    if rejection.sender != me:
+        raise ManifestRejected(
+            f"rejection is addressed to {rejection.sender!r}, not to us", Reason.WRONG_RECIPIENT
+        )
+    record = made(rejection.hub_name)
+    if record is None:
+        raise ManifestRejected(
+            f"rejection of hub name {rejection.hub_name}, which names no delivery we made",
+            Reason.UNKNOWN_DELIVERY,
+        )
+    if record.recipient != signer:
+        raise ManifestRejected(
+            f"rejection from {signer} of a delivery made to {record.recipient}",
+            Reason.RECEIPT_MISMATCH,
+        )
+    return Opened(rejection, hashlib.sha256(body).hexdigest())
