@@ -28,7 +28,11 @@ BENCHMARKS: dict[str, tuple[list[str], list[str]]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes; results not written")
     parser.add_argument("--only", choices=sorted(BENCHMARKS), action="append")
     args = parser.parse_args(argv)
