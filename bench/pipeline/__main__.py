@@ -249,7 +249,11 @@ def write_results(section: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.pipeline", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.pipeline",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
     parser.add_argument("--write", action="store_true", help="update RESULTS.md and the plots")
     parser.add_argument("--workdir", type=Path, default=ROOT / "bench" / "out" / "pipeline")
