@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from exchange import keycheck
+from exchange import canonical, keycheck
 from exchange.core.schedule import (
     CronSpec,
     Frequency,
@@ -413,6 +413,19 @@ class _Loader:
         legal_basis = table.strings("legal_basis")
         categories = table.strings("data_categories")
         classification = table.one_of("classification", _CLASSIFICATIONS)
+        # Every manifest carries these verbatim (FORMAT.md §4.2): what its text rules refuse
+        # is refused here, not at each delivery.
+        for key, value, cap in (
+            ("purpose", purpose, canonical.TEXT_MAX),
+            ("legal_basis", "; ".join(legal_basis) if legal_basis else None, canonical.TEXT_MAX),
+            ("classification", classification, canonical.CLASSIFICATION_MAX),
+        ):
+            if value:
+                try:
+                    canonical.check_text(key, value, cap)
+                except ValueError as error:
+                    detail = str(error).removeprefix(f"{key}: ")
+                    table.problem(key, f"cannot go into a manifest (FORMAT.md §4.2): {detail}")
         recipients = table.strings("recipients")
         for index, recipient in enumerate(recipients or []):
             if recipient not in partner_ids:

@@ -7,15 +7,26 @@ a small-order signing key or a malformed recipient is refused at load, never at 
 
 from __future__ import annotations
 
+import io
+
 from exchange import agefmt, signing
 from exchange.errors import ExchangeError
 
 
 def age_recipient_problem(text: str) -> str | None:
     try:
-        agefmt.parse_recipient(text)
+        recipient = agefmt.parse_recipient(text)
     except ExchangeError as error:
         return f"{error.message}; expected the age_recipient from the partner's key card"
+    # A key that parses may still be unusable (a low-order X25519 point gives an all-zero
+    # shared secret): wrap one throw-away file key to it, as every delivery will.
+    try:
+        agefmt.encrypt(io.BytesIO(b""), io.BytesIO(), [recipient])
+    except Exception:  # noqa: BLE001 - whatever refuses the wrap, the key is the cause
+        return (
+            "cannot encrypt to this key (a low-order point); "
+            "expected the age_recipient from the partner's key card"
+        )
     return None
 
 
