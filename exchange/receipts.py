@@ -18,7 +18,15 @@ Rules (FORMAT.md §5.2 is the order of checks):
    receipt last: a crash in between leaves the receipt, and the next run repeats the removal.
    A partner reading its own ``inbox/`` cannot delete there; the hub's owner removes its
    receipt once the delivery it answers is gone from the partner's ``outbox/``.
-4. Deliveries not acknowledged within their agreement's acknowledgement window are returned
+4. A rejection of a manifest that did not verify (FORMAT.md §4.6, ``exchange-receipt/v2``)
+   counts only if signed by the pinned key of the partner whose folder it is in (the folder,
+   not the document, says who that is), addressed to us, lying under the hub name it names,
+   and that hub name is the one of a delivery we made to that partner (and a claimed delivery,
+   if given, is that delivery). Then the delivery is recorded ``rejected`` with an incident
+   naming the reason, the manifest file hash the partner read and whether it claimed the
+   delivery. A rejection naming a hub name we never wrote there is an incident only: something
+   else put a manifest file in that folder.
+5. Deliveries not acknowledged within their agreement's acknowledgement window are returned
    by :func:`overdue_deliveries`. :func:`raise_overdue` (the daemon's periodic job) opens one
    ``receipt-overdue`` incident and logs one ``receipt.overdue`` warning per such delivery,
    once in the delivery's life (a closed incident is not reopened), and closes the incident
@@ -45,9 +53,13 @@ from exchange.log import get_logger
 from exchange.manifest import (
     RECEIPT_MAX_SIZE,
     ManifestRejected,
+    Receipt,
     SentDelivery,
     Status,
+    UnverifiedRejection,
+    is_unverified_rejection,
     open_receipt,
+    open_unverified_rejection,
 )
 from exchange.model import ReasonCode
 from exchange.signing import Reason, SignatureRejected
@@ -231,6 +243,24 @@ class _Collector:
             delivery.recipient, delivery.agreement, delivery.manifest_hash, version.sha256.hex
         )
 
+    def made_under(self, stem: str) -> tuple[Delivery, SentDelivery] | None:
+        """The delivery whose hub name is ``stem``, if we made one (rule 4)."""
+        for delivery in self.ledger.deliveries():
+            if hub_stem(delivery.id) == stem:
+                sent = self.sent(delivery.id)
+                return None if sent is None else (delivery, sent)
+        return None
+
+    def folder_owner(self, route: ReceiptRoute) -> tuple[str, signing.PublicKey]:
+        """The one partner entitled to write this receipts folder (rule 4)."""
+        keys = self.keys(route)
+        if len(keys) != 1:
+            raise _Forged(
+                Reason.UNKNOWN_SIGNER, "the folder of this rejection belongs to no single partner"
+            )
+        ((partner, key),) = keys.items()
+        return partner, key
+
     def keys(self, route: ReceiptRoute) -> dict[str, signing.PublicKey]:
         return {
             p.id: signing.parse_public_key(p.keys.signing_key)
@@ -290,6 +320,8 @@ class _Collector:
         remote = f"{route.receipts}/{entry.name}"
         try:
             signed = self.fetch(remote, entry)
+            if is_unverified_rejection(signed):
+                return self.unverified(route, stem, entry, remote, signed)
             opened = open_receipt(
                 signed, recipients=self.keys(route), me=self.config.organisation.id, sent=self.sent
             )
@@ -303,25 +335,7 @@ class _Collector:
             self.log.warning("receipt.unreadable", remote_name=remote, error=error.message)
             return ReceiptOutcome(entry.name, ReceiptResult.DEFERRED, route.partner)
         except (ManifestRejected, SignatureRejected, _Forged) as error:
-            reason = error.reason
-            incident = self.incident(
-                _FORGERY_REASONS.get(reason, ReasonCode.UNEXPECTED_FILE),
-                f"receipt:{remote}:{reason.value}",
-                route.partner,
-                name=entry.name,
-                format_reason=reason.value,
-            )
-            self.log.error(
-                "receipt.refused",
-                partner=route.partner,
-                remote_name=remote,
-                reason_code=reason.value,
-                detail=str(error),
-                incident=incident,
-            )
-            return ReceiptOutcome(
-                entry.name, ReceiptResult.FORGED, route.partner, None, reason.value, incident
-            )
+            return self.forged(route, entry, remote, error.reason, str(error))
         receipt = opened.value
         delivery = self.ledger.get_delivery(receipt.delivery)
         event: lifecycle.ReceiptAccepted | lifecycle.ReceiptRejected
@@ -330,6 +344,66 @@ class _Collector:
             event = lifecycle.ReceiptRejected(receipt.manifest_sha256, reason_text)
         else:
             event = lifecycle.ReceiptAccepted(receipt.manifest_sha256, receipt.status.value)
+        return self.record(route, stem, entry, remote, receipt, delivery, event)
+
+    def forged(
+        self, route: ReceiptRoute, entry: RemoteEntry, remote: str, reason: Reason, detail: str
+    ) -> ReceiptOutcome:
+        incident = self.incident(
+            _FORGERY_REASONS.get(reason, ReasonCode.UNEXPECTED_FILE),
+            f"receipt:{remote}:{reason.value}",
+            route.partner,
+            name=entry.name,
+            format_reason=reason.value,
+        )
+        self.log.error(
+            "receipt.refused",
+            partner=route.partner,
+            remote_name=remote,
+            reason_code=reason.value,
+            detail=detail,
+            incident=incident,
+        )
+        return ReceiptOutcome(
+            entry.name, ReceiptResult.FORGED, route.partner, None, reason.value, incident
+        )
+
+    def unverified(
+        self, route: ReceiptRoute, stem: str, entry: RemoteEntry, remote: str, signed: bytes
+    ) -> ReceiptOutcome:
+        """Rule 4: a partner's rejection of a manifest file it could not verify."""
+        partner, key = self.folder_owner(route)
+        found: list[Delivery] = []
+
+        def made(hub_name: str) -> SentDelivery | None:
+            hit = self.made_under(hub_name)
+            if hit is None:
+                return None
+            found.append(hit[0])
+            return hit[1]
+
+        opened = open_unverified_rejection(
+            signed, signer=partner, key=key, me=self.config.organisation.id, made=made
+        )
+        rejection = opened.value
+        if rejection.hub_name != stem:
+            raise _Forged(Reason.RECEIPT_MISMATCH, "rejection lies under another delivery's name")
+        delivery = found[-1]
+        if delivery.manifest_hash is None:  # made_under only returns deliveries with one
+            raise _Forged(Reason.UNKNOWN_DELIVERY, "delivery has no manifest")
+        event = lifecycle.ReceiptRejected(delivery.manifest_hash, rejection.reason.value)
+        return self.record(route, stem, entry, remote, rejection, delivery, event)
+
+    def record(
+        self,
+        route: ReceiptRoute,
+        stem: str,
+        entry: RemoteEntry,
+        remote: str,
+        receipt: Receipt | UnverifiedRejection,
+        delivery: Delivery,
+        event: lifecycle.ReceiptAccepted | lifecycle.ReceiptRejected,
+    ) -> ReceiptOutcome:
         if not self.recordable(delivery, event):
             self.log.warning("receipt.deferred", delivery=delivery.id, state=delivery.state.value)
             return ReceiptOutcome(
@@ -338,12 +412,21 @@ class _Collector:
         updated, new = self.ledger.record_receipt(delivery.id, event, self.now)
         raised: int | None = None
         if isinstance(event, lifecycle.ReceiptRejected) and new:
+            context = {"delivery": delivery.id, "format_reason": event.reason}
+            if isinstance(receipt, UnverifiedRejection):
+                # The partner could not verify the manifest file it read; its hash tells ops
+                # whether that was the file we wrote (our keys or config disagree with the
+                # partner's) or one put there by someone else.
+                context |= {
+                    "manifest_unverified": "yes",
+                    "manifest_file_sha256": receipt.manifest_file_sha256,
+                    "claimed_delivery": receipt.claimed_delivery or "none",
+                }
             raised = self.incident(
                 ReasonCode.RECEIPT_REJECTED,
                 f"receipt-rejected:{delivery.id}",
                 receipt.recipient,
-                delivery=delivery.id,
-                format_reason=event.reason,
+                **context,
             )
         self.clean_up(route, stem, remote)
         result = (
@@ -359,6 +442,7 @@ class _Collector:
             delivery=delivery.id,
             state=updated.state.value,
             reason=None if receipt.reason is None else receipt.reason.value,
+            unverified=isinstance(receipt, UnverifiedRejection),
             incident=raised,
         )
         return ReceiptOutcome(
@@ -471,7 +555,7 @@ OVERDUE_KEY = "receipt-overdue:"
 
 
 def raise_overdue(config: Config, ledger: Ledger, now: datetime) -> list[Overdue]:
-    """Rule 4: an incident and a warning for each delivery newly found overdue (returned);
+    """Rule 5: an incident and a warning for each delivery newly found overdue (returned);
     an overdue incident whose delivery is no longer waiting for its receipt is closed."""
     log = get_logger()
     waiting = {d.id for d in ledger.deliveries(DeliveryState.SENT)}

@@ -84,7 +84,7 @@ def pull(
         signing_key=signing_key,
         now=now,
     )
-    return receiver.receive(pull_route())
+    return receiver.receive(pull_route(config))
 
 
 def collect_inbound(

@@ -16,12 +16,16 @@ Rules (FORMAT.md §5.1 is the order of checks; this module only adds the I/O aro
    receipt upload. A crash between any two is repaired by the next run: the filing is found
    by content, the row by hash, and the receipt is re-sent. The delivery itself is removed
    by its sender once it verified the receipt, never by us.
-5. A manifest that did not verify gets no receipt (FORMAT.md §4.4: we know of no delivery)
-   and no ledger row; it raises an incident, de-duplicated per file and reason, so a file
-   that stays on the hub is counted, not re-reported. A verified manifest whose delivery
-   fails (payload hashes, decryption, replay, an agreement not shared) gets a signed
-   ``rejected`` receipt with the reason code, a ledger row and an incident. Nothing that
-   failed is ever filed.
+5. A manifest that did not verify gets no ledger row (we know of no delivery); it raises an
+   incident, de-duplicated per file and reason, so a file that stays on the hub is counted,
+   not re-reported. It is answered with a signed rejection of the manifest file (FORMAT.md
+   §4.6) addressed to the route's writer, the one partner entitled to write that folder,
+   never to whoever the manifest claims; it names the hub name and the SHA-256 of the sealed
+   file we read whole, and is uploaded once (not again while it is on the hub). A file never
+   read whole (over 64 KiB, a link) gets no answer. A verified manifest whose delivery fails
+   (payload hashes, decryption, replay, an agreement not shared) gets a signed ``rejected``
+   receipt with the reason code, a ledger row and an incident. Nothing that failed is ever
+   filed.
 """
 
 from __future__ import annotations
@@ -31,18 +35,19 @@ import io
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, cast
 
 from exchange import agefmt, signing
 from exchange.config import Config
-from exchange.core.naming import FileKind, Folder, read_name
+from exchange.core.naming import FileKind, Folder, hub_stem, read_name
 from exchange.errors import FormatError, PermanentTransportError, TransportError
 from exchange.ledger import Ledger, Received
 from exchange.log import get_logger
 from exchange.manifest import (
     MANIFEST_MAX_SIZE,
+    UNVERIFIED_REASONS,
     Manifest,
     ManifestRejected,
     Opened,
@@ -50,9 +55,11 @@ from exchange.manifest import (
     Peer,
     Receipt,
     Status,
+    UnverifiedRejection,
     check_payload,
     open_manifest,
     sign_receipt,
+    sign_unverified_rejection,
 )
 from exchange.model import DatasetId, ReasonCode
 from exchange.pull._filing import Inbox
@@ -149,6 +156,17 @@ class _Fetched:
     signed: bytes
     digest: str
     order: tuple[str, int]
+    sealed_sha256: str  # of the manifest file as downloaded (FORMAT.md §4.6)
+    claimed: str | None  # the delivery id the manifest claims, if it gives back the stem
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a rejection of an unverified manifest file can name (FORMAT.md §4.6)."""
+
+    sealed_sha256: str
+    claimed: str | None
+    present: set[str]  # stems already answered on the hub (shared with the run, updated)
 
 
 class Receiver:
@@ -218,14 +236,14 @@ class Receiver:
                 manifests.append(hub_file.stem)
         outcomes: list[Outcome] = []
         fetched: list[_Fetched] = []
+        present = self._receipts_present(route)
         for stem in manifests[:MAX_MANIFESTS]:
-            got = self._fetch_manifest(route, stem)
+            got = self._fetch_manifest(route, stem, present)
             if isinstance(got, Outcome):
                 outcomes.append(got)
             else:
                 fetched.append(got)
         fetched.sort(key=lambda f: (f.order, f.stem))
-        present = self._receipts_present(route)
         for item in fetched:
             outcomes.append(self._process(route, item, payloads.get(item.stem), present))
         self._clean_receipts(route, present, set(manifests) | set(payloads))
@@ -234,7 +252,7 @@ class Receiver:
 
     # -- manifests -------------------------------------------------------------------------
 
-    def _fetch_manifest(self, route: Route, stem: str) -> _Fetched | Outcome:
+    def _fetch_manifest(self, route: Route, stem: str, present: set[str]) -> _Fetched | Outcome:
         remote = f"{route.deliveries}/{stem}{FileKind.MANIFEST.value}"
         raw = _Capped(DOCUMENT_FILE_MAX)
         try:
@@ -247,24 +265,32 @@ class Receiver:
             return self._refuse(route, stem, Reason.MALFORMED, "manifest is a link or special file")
         except PermanentTransportError as error:
             return self._unreadable(remote, error)
+        sealed = hashlib.sha256(raw.data).hexdigest()
+        answer = _Answer(sealed, None, present)
         plain = _Capped(MANIFEST_MAX_SIZE)
         try:
             agefmt.decrypt(io.BytesIO(bytes(raw.data)), cast(BinaryIO, plain), self.identities)
         except FormatError as error:
-            return self._refuse(route, stem, Reason.DECRYPTION_FAILED, error.message)
+            return self._refuse(route, stem, Reason.DECRYPTION_FAILED, error.message, answer)
         if plain.overflow:
-            return self._refuse(route, stem, Reason.TOO_LARGE, "manifest over 16384 bytes")
+            return self._refuse(route, stem, Reason.TOO_LARGE, "manifest over 16384 bytes", answer)
         signed = bytes(plain.data)
         digest = manifest_hash(signed)
         if digest is None:
-            return self._refuse(route, stem, Reason.MALFORMED, "manifest does not end in LF")
+            return self._refuse(
+                route, stem, Reason.MALFORMED, "manifest does not end in LF", answer
+            )
+        claimed = None
         try:
             body = signed[: signed.rfind(b"\n", 0, len(signed) - 1) + 1]
             decoded = Manifest.decode(body)
             order = (decoded.sender, decoded.sequence)
+            # Only a claim that gives back the file's own hub name is worth repeating.
+            if hub_stem(decoded.delivery) == stem:
+                claimed = decoded.delivery
         except ManifestRejected:
             order = ("", 0)
-        return _Fetched(stem, signed, digest, order)
+        return _Fetched(stem, signed, digest, order, sealed, claimed)
 
     def _peers(self, route: Route) -> dict[str, Peer]:
         peers: dict[str, Peer] = {}
@@ -308,7 +334,8 @@ class Receiver:
             if error.reason in (Reason.REPLAY, Reason.AGREEMENT_NOT_SHARED):
                 lenient = self._open_leniently(item.signed, peers)
                 return self._reject(route, item, lenient, error.reason, error.message)
-            return self._refuse(route, item.stem, error.reason, error.message)
+            answer = _Answer(item.sealed_sha256, item.claimed, present)
+            return self._refuse(route, item.stem, error.reason, error.message, answer)
         manifest = opened.value
         if payload is None:
             self.log.warning("pull.payload_missing", delivery=manifest.delivery)
@@ -399,7 +426,8 @@ class Receiver:
             opened = self._open_leniently(item.signed, peers)
         except (ManifestRejected, SignatureRejected, KeyError) as error:
             # Recorded once under this hash, and now it does not verify: keys changed since.
-            return self._refuse(route, item.stem, Reason.BAD_SIGNATURE, str(error))
+            answer = _Answer(item.sealed_sha256, item.claimed, present)
+            return self._refuse(route, item.stem, Reason.BAD_SIGNATURE, str(error), answer)
         sent = False
         if item.stem not in present:
             sent = self._answer(route, item.stem, opened, seen)
@@ -439,13 +467,16 @@ class Receiver:
         stem = remote.rsplit("/", 1)[-1].split(".", 1)[0]
         return Outcome(stem, Result.DEFERRED)
 
-    def _refuse(self, route: Route, stem: str, reason: Reason, detail: str) -> Outcome:
+    def _refuse(
+        self, route: Route, stem: str, reason: Reason, detail: str, answer: _Answer | None = None
+    ) -> Outcome:
         incident = self._incident(
             incident_reason(reason),
             f"pull:{route.deliveries}:{stem}:{reason.value}",
             folder=route.deliveries,
             stem=stem,
             format_reason=reason.value,
+            manifest_file_sha256=None if answer is None else answer.sealed_sha256,
         )
         self.log.error(
             "pull.refused",
@@ -454,7 +485,37 @@ class Receiver:
             detail=detail,
             incident=incident,
         )
-        return Outcome(stem, Result.REFUSED, reason=reason, incident=incident)
+        sent = answer is not None and self._answer_unverified(route, stem, reason, answer)
+        return Outcome(
+            stem, Result.REFUSED, reason=reason, incident=incident, receipt_sent=sent,
+            sender=route.writer if sent else None,
+        )  # fmt: skip
+
+    def _answer_unverified(self, route: Route, stem: str, reason: Reason, answer: _Answer) -> bool:
+        """Rule 5: the signed rejection of a manifest file that did not verify, to the one
+        partner entitled to have written it; False if there is none to send or the hub failed
+        (the next run tries again, since the file is still there)."""
+        writer = None if route.writer is None else self.config.partners.get(route.writer)
+        if writer is None or reason not in UNVERIFIED_REASONS:
+            return False
+        if stem in answer.present:
+            return True  # answered on an earlier run and still on the hub
+        rejection = UnverifiedRejection(
+            hub_name=stem,
+            manifest_file_sha256=answer.sealed_sha256,
+            claimed_delivery=answer.claimed,
+            reason=reason,
+            time=self.now.astimezone(UTC).replace(microsecond=0),
+            sender=writer.id,
+            recipient=self.me.id,
+            recipient_key=self.me.fingerprint,
+        )
+        signed = sign_unverified_rejection(rejection, self.signing_key)
+        if not self._upload_receipt(route, stem, signed, writer.keys.age_recipient, stem):
+            return False
+        answer.present.add(stem)
+        self.log.info("receipt.sent", sender=writer.id, stem=stem, state="rejected")
+        return True
 
     # -- effects ---------------------------------------------------------------------------
 
@@ -499,19 +560,25 @@ class Receiver:
         )
         signed = sign_receipt(receipt, self.signing_key)
         sender = self.config.partners[opened.value.sender]
+        if not self._upload_receipt(route, stem, signed, sender.keys.age_recipient, row.delivery):
+            return False
+        self.log.info("receipt.sent", sender=row.sender, delivery=row.delivery, state=row.status)
+        return True
+
+    def _upload_receipt(
+        self, route: Route, stem: str, signed: bytes, age_recipient: str, what: str
+    ) -> bool:
+        """Encrypt a signed receipt to its addressee and upload it atomically (§6.3, §6.4)."""
         sealed = io.BytesIO()
-        agefmt.encrypt(
-            io.BytesIO(signed), sealed, [agefmt.parse_recipient(sender.keys.age_recipient)]
-        )
+        agefmt.encrypt(io.BytesIO(signed), sealed, [agefmt.parse_recipient(age_recipient)])
         data = sealed.getvalue()
         try:
             self.transport.put_atomic(
                 io.BytesIO(data), route.receipt_path(stem), expected_size=len(data)
             )
         except TransportError as error:
-            self.log.warning("pull.receipt_deferred", delivery=row.delivery, error=error.message)
+            self.log.warning("pull.receipt_deferred", delivery=what, error=error.message)
             return False
-        self.log.info("receipt.sent", sender=row.sender, delivery=row.delivery, state=row.status)
         return True
 
     def _clean_receipts(self, route: Route, present: set[str], stems: set[str]) -> None:

@@ -6,7 +6,7 @@ import enum
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from exchange.config import Partner
+from exchange.config import Config, Partner
 from exchange.core.naming import Folder
 from exchange.model import ReasonCode
 from exchange.signing import Reason
@@ -33,14 +33,37 @@ class Route:
     #: receipts in its ``inbox/``, which it cannot delete, are then ours to remove. At a
     #: partner, the hub's owner removes both.
     clean_receipts: bool
+    #: The one partner entitled to write in ``deliveries`` (FORMAT.md §6.2): the partner whose
+    #: ``outbox/`` it is, or the hub's operator for our own ``inbox/``. A manifest there that
+    #: does not verify is answered to this partner (FORMAT.md §4.6), never to whoever the
+    #: manifest claims; None when the configuration does not say who it is (no answer).
+    writer: str | None = None
 
     def receipt_path(self, stem: str) -> str:
         return f"{self.receipts}/{stem}.receipt.age"
 
 
-def pull_route() -> Route:
+def pull_route(config: Config | None = None) -> Route:
     """A partner's view of its own hub folder (``exchange pull``)."""
-    return Route("inbox", Folder.INBOX, "receipts", None, clean_receipts=False)
+    return Route(
+        "inbox",
+        Folder.INBOX,
+        "receipts",
+        None,
+        clean_receipts=False,
+        writer=None if config is None else hub_operator(config),
+    )
+
+
+def hub_operator(config: Config) -> str | None:
+    """The partner whose hub we pull from, the only one who can write our ``inbox/``
+    (docs/hub.md "Roles"): the one partner configured with ``[hub] role = "partner"`` (the
+    configuration check allows no other), or the only partner configured at all. With more
+    partners and our own hub the configuration does not say, and None is returned."""
+    partners = sorted(config.partners)
+    if len(partners) == 1:
+        return partners[0]
+    return None
 
 
 def inbound_route(partner: Partner) -> Route:
@@ -52,6 +75,7 @@ def inbound_route(partner: Partner) -> Route:
         f"{folder}/inbox",
         frozenset({partner.id}),
         clean_receipts=True,
+        writer=partner.id,
     )
 
 
@@ -60,7 +84,8 @@ class Result(enum.Enum):
 
     FILED = "filed"  # verified, decrypted, filed; accepted receipt sent
     REJECTED = "rejected"  # the manifest verified but the delivery failed; rejected receipt
-    REFUSED = "refused"  # the manifest did not verify: nothing filed, no receipt possible
+    REFUSED = "refused"  # the manifest did not verify: nothing filed; rejection sent to the
+    # folder's writer (FORMAT.md §4.6) when it is known and the manifest file was read whole
     DUPLICATE = "duplicate"  # processed before (same manifest hash); its receipt is ensured
     DEFERRED = "deferred"  # try again later (a payload not there yet, a transient failure)
 

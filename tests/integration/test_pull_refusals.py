@@ -1,9 +1,11 @@
 """Bad deliveries at the partner: nothing is filed, an incident is raised, and a signed rejected
-receipt goes back whenever the manifest itself verified (FORMAT.md §4.4, §5.1)."""
+receipt goes back: a version 1 receipt when the manifest itself verified (FORMAT.md §4.4,
+§5.1), the rejection of the manifest file (§4.6) to the hub's operator when it did not."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import shutil
 import subprocess
@@ -120,25 +122,41 @@ def _assert_rejected(orgs: Orgs, made: Made, reason: Reason, incident: ReasonCod
         assert [ReasonCode.RECEIPT_REJECTED] == [i.reason for i in ledger.incidents()]
 
 
-def _assert_refused(orgs: Orgs, reason: Reason, incident: ReasonCode) -> None:
-    """The manifest did not verify: nothing filed, no receipt, no ledger row, an incident."""
+def _assert_refused(orgs: Orgs, made: Made, reason: Reason, incident: ReasonCode) -> None:
+    """The manifest did not verify: nothing filed, no ledger row, an incident, and a signed
+    rejection of the manifest file goes to essex-cc, the only party that can write the
+    partner's inbox (FORMAT.md §4.6); essex-cc records the delivery rejected, with an incident
+    naming the manifest file the partner read."""
+    sealed = (orgs.hub.partner_dir(PARTNER) / "inbox" / made.names.manifest).read_bytes()
     report = _pull(orgs)
     (outcome,) = report.outcomes
-    assert (pull.Result.REFUSED, reason, False) == (
+    assert (pull.Result.REFUSED, reason, True) == (
         outcome.result,
         outcome.reason,
         outcome.receipt_sent,
     )
     assert [] == _filed(orgs)
-    assert [] == _receipts_on_hub(orgs)
+    assert [f"{made.names.stem}.receipt.age"] == _receipts_on_hub(orgs)
     assert [(incident, reason.value)] == _partner_incidents(orgs)
     with orgs.ledger(orgs.partners[PARTNER]) as ledger:
         assert [] == ledger.received()
     again = _pull(orgs)
     assert [pull.Result.REFUSED] == [o.result for o in again.outcomes]
+    assert [f"{made.names.stem}.receipt.age"] == _receipts_on_hub(orgs)
     with orgs.ledger(orgs.partners[PARTNER]) as ledger:
         (kept,) = ledger.incidents()
     assert 2 == kept.occurrences
+    collected = _collect(orgs)
+    assert [receipts.ReceiptResult.REJECTED] == [o.result for o in collected.outcomes]
+    with orgs.ledger(orgs.cc) as ledger:
+        assert DeliveryState.REJECTED == ledger.get_delivery(made.delivery).state
+        (raised,) = ledger.incidents()
+    assert (ReasonCode.RECEIPT_REJECTED, reason.value, "yes") == (
+        raised.reason,
+        raised.context.get("format_reason"),
+        raised.context.get("manifest_unverified"),
+    )
+    assert hashlib.sha256(sealed).hexdigest() == raised.context.get("manifest_file_sha256")
 
 
 @pytest.mark.integration
@@ -169,7 +187,7 @@ def test_tampered_manifest_is_refused(orgs: Orgs) -> None:
     )
     recipient = orgs.cc.config().partners[PARTNER].keys.age_recipient
     _upload(orgs, made, sealed_manifest=seal(altered, recipient))
-    _assert_refused(orgs, Reason.BAD_SIGNATURE, ReasonCode.SIGNATURE_INVALID)
+    _assert_refused(orgs, made, Reason.BAD_SIGNATURE, ReasonCode.SIGNATURE_INVALID)
 
 
 @pytest.mark.integration
@@ -178,7 +196,7 @@ def test_manifest_signed_by_another_sender_is_refused(orgs: Orgs, tmp_path: Path
     police = create_workspace(tmp_path / "police", ESSEX_POLICE, now=datetime.now(UTC))
     made = _send(orgs, signing_key=keys.load_signing_key(police.key_paths))
     _upload(orgs, made)
-    _assert_refused(orgs, Reason.KEY_MISMATCH, ReasonCode.SIGNATURE_INVALID)
+    _assert_refused(orgs, made, Reason.KEY_MISMATCH, ReasonCode.SIGNATURE_INVALID)
 
 
 @pytest.mark.integration
@@ -186,7 +204,7 @@ def test_manifest_from_an_unknown_sender_is_refused(orgs: Orgs) -> None:
     """A manifest from an organisation the partner has no key for is refused."""
     made = _send(orgs, edit_manifest=lambda m: dataclasses.replace(m, sender="barnardos"))
     _upload(orgs, made)
-    _assert_refused(orgs, Reason.UNKNOWN_SIGNER, ReasonCode.SIGNATURE_INVALID)
+    _assert_refused(orgs, made, Reason.UNKNOWN_SIGNER, ReasonCode.SIGNATURE_INVALID)
 
 
 @pytest.mark.integration
@@ -194,7 +212,7 @@ def test_manifest_for_another_recipient_is_refused(orgs: Orgs) -> None:
     """A manifest addressed to Essex Police, even if encrypted to us, is not ours to file."""
     made = _send(orgs, edit_manifest=lambda m: dataclasses.replace(m, recipient="essex-police"))
     _upload(orgs, made)
-    _assert_refused(orgs, Reason.WRONG_RECIPIENT, ReasonCode.UNEXPECTED_FILE)
+    _assert_refused(orgs, made, Reason.WRONG_RECIPIENT, ReasonCode.UNEXPECTED_FILE)
 
 
 @pytest.mark.integration
