@@ -113,3 +113,67 @@ def full_inbox(inbox: Path) -> Iterator[None]:
 def _incidents(ws: Workspace, reason: str) -> int:
     with ws.ledger() as ledger:
         return len([i for i in ledger.incidents() if i.reason.value == reason])
+
+
+def _descendants(root: int) -> list[int]:
+    """Pids of every process below ``root`` (the hub listener's session processes and their
+    privilege-separated children): all started by this test's hub."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            children.setdefault(int(stat.rsplit(")", 1)[1].split()[1]), []).append(int(entry))
+    found, todo = [], [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def test_hub_stopped_mid_upload_and_started_again(ws: Workspace) -> None:
+    """The hub's sshd and its sessions are stopped while a throttled upload is in progress;
+    the partner sees no final file while it is down; when sshd is started again on the same
+    port the delivery is retried and the partner ends with exactly one complete copy."""
+    data = csv_bytes(2, "restart") + b"r" * (4 << 20)
+    hub = ws.hub
+    with TcpProxy((hub.host, hub.port)) as proxy:
+        main = ws.config_dir / "exchange.toml"
+        text = main.read_text("utf-8")
+        main.write_text(text.replace(f"port = {hub.port}", f"port = {proxy.port}"), "utf-8")
+        daemon = ws.start()
+        try:
+            daemon.wait_event("lane.reconciled")
+            proxy.throttle(1 << 20)  # about four seconds for the payload
+            ws.drop("big", "big.csv", data)
+            daemon.wait_event("dataset.recorded")
+            time.sleep(1.5)
+            assert hub.process is not None
+            sessions = _descendants(hub.process.pid)
+            hub.stop()
+            for pid in sessions:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+            time.sleep(2)
+            assert [] == ws.finals(PARTNER)
+            assert daemon.process.poll() is None
+            proxy.throttle(None)
+            with hub.log_path.open("ab") as log:
+                hub.process = subprocess.Popen(
+                    ["/usr/sbin/sshd", "-D", "-e", "-f", str(hub.config_path)],
+                    stdout=log,
+                    stderr=log,
+                )
+            daemon.wait_for(lambda: len(ws.manifests(PARTNER)) == 1, 60, "delivered")
+            assert sessions, "the upload's sshd session was running"
+            assert {"delivery.failed", "delivery.outcome_unknown"} & set(daemon.names())
+        finally:
+            assert 0 == daemon.terminate()
+    assert_restart_invariants(ws, [PARTNER], "hub restarted")
+    names = ws.inbox(PARTNER)
+    assert 2 == len(names) and not [n for n in names if n.startswith(".")], names
+    (payload,) = [n for n in names if not n.endswith(".manifest.age")]
+    assert data == ws.decrypt(PARTNER, payload)
