@@ -17,6 +17,7 @@ from exchange import agefmt
 from exchange.core.naming import DeliveryNames
 from exchange.manifest import (
     RECEIPT_REASONS,
+    UNVERIFIED_REASONS,
     Manifest,
     SentDelivery,
     Status,
@@ -187,10 +188,15 @@ def test_stock_tool_check_refuses_a_tampered_manifest(tmp_path: Path, hub: Hub) 
 
 
 def test_reason_table_matches_the_code() -> None:
-    """FORMAT.md §7 lists exactly the Reason codes, and marks exactly the receipt ones."""
+    """FORMAT.md §7 lists exactly the Reason codes, and marks exactly the receipt ones (version
+    1 receipts, and §4.6 rejections of a manifest that did not verify)."""
     rows = re.findall(r"^\| `([a-z-]+)` \| (yes)? *\|", _section("7. Reason codes"), re.MULTILINE)
     assert {code for code, _ in rows} == {reason.value for reason in Reason}
     assert {code for code, marked in rows if marked} == {r.value for r in RECEIPT_REASONS}
+    unverified = re.findall(
+        r"^\| `([a-z-]+)` \| (?:yes)? *\| (yes)? *\|", _section("7. Reason codes"), re.MULTILINE
+    )
+    assert {c for c, marked in unverified if marked} == {r.value for r in UNVERIFIED_REASONS}
 
 
 def test_small_order_list_matches_the_code() -> None:
