@@ -6,13 +6,16 @@ from pathlib import Path
 
 import pytest
 
+from exchange.core.naming import hub_stem
 from exchange.manifest import (
     ManifestRejected,
     Party,
     Peer,
     SentDelivery,
+    is_unverified_rejection,
     open_manifest,
     open_receipt,
+    open_unverified_rejection,
 )
 from exchange.signing import KeyRejected, Reason, SignatureRejected, parse_public_key
 from tests.vectors import generate
@@ -87,6 +90,14 @@ def _run_receipt(header: dict[str, str], payload: bytes) -> str:
         header["sent manifest sha256"],
         header["sent plaintext sha256"],
     )
+    if is_unverified_rejection(payload):  # FORMAT.md §5.3: the folder's partner is the signer
+        return open_unverified_rejection(
+            payload,
+            signer=header["signer"],
+            key=parse_public_key(header["signer key"]),
+            me=header["me"],
+            made=lambda name: record if name == hub_stem(header["delivery"]) else None,
+        ).sha256
     opened = open_receipt(
         payload,
         recipients={header["signer"]: parse_public_key(header["signer key"])},

@@ -13,9 +13,17 @@ from __future__ import annotations
 import base64
 import hashlib
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
-from exchange.manifest import Status, sign_manifest, sign_receipt
+from exchange.core.naming import hub_stem
+from exchange.manifest import (
+    Status,
+    UnverifiedRejection,
+    sign_manifest,
+    sign_receipt,
+    sign_unverified_rejection,
+)
 from exchange.signing import L, Reason
 from tests.vectors import testkeys as tk
 
@@ -278,10 +286,99 @@ def receipt_vectors() -> Iterator[Vector]:
         yield name, _receipt_header(expect, comment, reason), payload
 
 
+#: FORMAT.md §4.6: the hub name of the sample delivery, and a sealed manifest file's hash.
+HUB_NAME = hub_stem(tk.sample_manifest().delivery)
+SEALED_SHA = hashlib.sha256(b"the sealed manifest file as downloaded").hexdigest()
+
+
+def _rejection(**changes: object) -> bytes:
+    key = changes.pop("key", tk.RECIPIENT_KEY)
+    values: dict[str, object] = {
+        "hub_name": HUB_NAME,
+        "manifest_file_sha256": SEALED_SHA,
+        "claimed_delivery": tk.sample_manifest().delivery,
+        "reason": Reason.BAD_SIGNATURE,
+        "time": datetime(2026, 11, 25, 10, 21, 7, tzinfo=UTC),
+        "sender": tk.SENDER,
+        "recipient": tk.RECIPIENT,
+        "recipient_key": tk.RECIPIENT_KEY.public_key.fingerprint,
+    } | changes
+    return sign_unverified_rejection(UnverifiedRejection(**values), key)  # type: ignore[arg-type]
+
+
+def rejection_vectors() -> Iterator[Vector]:
+    """Receipt version 2 (FORMAT.md §4.6, §5.3): ``signer`` is the partner whose folder the
+    file lies in; the delivery is found by its hub name."""
+    good = _rejection()
+    body = good[: good.rindex(b"signature: ")]
+
+    def resign(data: bytes) -> bytes:
+        return data + b"signature: " + base64.b64encode(tk.RECIPIENT_KEY.sign(data)) + b"\n"
+
+    claimed = f"claimed-delivery: {tk.sample_manifest().delivery}\n".encode()
+    yield (
+        "receipt_v2_valid_bad_signature",
+        _receipt_header("success", "a manifest file that failed its signature, delivery claimed"),
+        good,
+    )
+    yield (
+        "receipt_v2_valid_decryption_failed",
+        _receipt_header("success", "a manifest file that did not decrypt: no claimed delivery"),
+        _rejection(claimed_delivery=None, reason=Reason.DECRYPTION_FAILED),
+    )
+    yield (
+        "receipt_v2_delivery_to_other_partner",
+        _receipt_header(
+            "receipt failure",
+            "the hub name is of a delivery made to essex-police, rejected by southend-uhft",
+            Reason.RECEIPT_MISMATCH,
+        )
+        | {"sent recipient": tk.OTHER},
+        good,
+    )
+    cases: list[tuple[str, str, str, Reason, bytes]] = [
+        ("receipt_v2_unknown_hub_name", "receipt failure",
+         "a hub name we never wrote (no delivery of ours has it)", Reason.UNKNOWN_DELIVERY,
+         _rejection(hub_name="e" * 32, claimed_delivery=None)),
+        ("receipt_v2_signed_by_other_partner", "signature failure",
+         "essex-police signs a rejection found in southend-uhft's folder", Reason.UNKNOWN_SIGNER,
+         _rejection(recipient=tk.OTHER, recipient_key=tk.OTHER_KEY.public_key.fingerprint,
+                    key=tk.OTHER_KEY)),
+        ("receipt_v2_signed_by_other_key", "signature failure",
+         "names southend-uhft but signed by essex-police's key", Reason.KEY_MISMATCH,
+         _rejection(recipient_key=tk.OTHER_KEY.public_key.fingerprint, key=tk.OTHER_KEY)),
+        ("receipt_v2_tampered_reason", "signature failure", "reason changed after signing",
+         Reason.BAD_SIGNATURE, good.replace(b"reason: bad-signature", b"reason: key-mismatch")),
+        ("receipt_v2_addressed_elsewhere", "wrong recipient", "sender thurrock-council, not us",
+         Reason.WRONG_RECIPIENT, _rejection(sender="thurrock-council")),
+        ("receipt_v2_claimed_other_delivery", "receipt failure",
+         "a claimed delivery whose hub name is not hub-name", Reason.MALFORMED,
+         resign(body.replace(claimed, b"claimed-delivery: dl-" + b"e" * 32 + b"\n"))),
+        ("receipt_v2_status_accepted", "receipt failure", "version 2 is only ever rejected",
+         Reason.MALFORMED, resign(body.replace(b"status: rejected", b"status: accepted"))),
+        ("receipt_v2_reason_replay", "receipt failure",
+         "replay needs a verified manifest: not a version 2 reason", Reason.MALFORMED,
+         resign(body.replace(b"reason: bad-signature", b"reason: replay"))),
+        ("receipt_v2_with_agreement", "receipt failure",
+         "an agreement field, which version 2 does not have", Reason.MALFORMED,
+         resign(body.replace(b"exchange-receipt/v2\n", b"exchange-receipt/v2\nagreement: "
+                             + tk.AGREEMENT.encode() + b"\n"))),
+        ("receipt_v2_v1_receipt_under_v2", "receipt failure",
+         "a version 1 receipt body under the version 2 magic line", Reason.MALFORMED,
+         resign(_receipt()[: _receipt().rindex(b"signature: ")].replace(
+             b"exchange-receipt/v1", b"exchange-receipt/v2"))),
+        ("receipt_v2_as_v1", "receipt failure",
+         "a version 2 body under the version 1 magic line", Reason.MALFORMED,
+         resign(body.replace(b"exchange-receipt/v2", b"exchange-receipt/v1"))),
+    ]  # fmt: skip
+    for name, expect, comment, reason, payload in cases:
+        yield name, _receipt_header(expect, comment, reason), payload
+
+
 def all_vectors() -> dict[str, bytes]:
     """File name → file bytes for every vector."""
     out: dict[str, bytes] = {}
-    for name, header, payload in (*manifest_vectors(), *receipt_vectors()):
+    for name, header, payload in (*manifest_vectors(), *receipt_vectors(), *rejection_vectors()):
         if name in out:
             raise ValueError(f"duplicate vector name {name}")
         lines = "".join(f"{key}: {value}\n" for key, value in header.items())
