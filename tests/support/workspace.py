@@ -265,10 +265,12 @@ def write_partner(workspace: Workspace, partner: str, ids: Path) -> Path:
     id_file.chmod(0o600)
     public = signing.generate_signing_key().public_key
     name, ico = _PARTNER_NAMES[partner]
+    # A partner with no login on this hub still needs its own SSH key: the config refuses
+    # a key shared by two organisations.
     ssh_line = (
         workspace.hub.login(partner)[1]
         if partner in workspace.hub.keys
-        else workspace.hub.login(ORGANISATION)[1]
+        else signing.generate_ssh_keypair(f"{partner}@hub")[1]
     )
     text = (
         f"name = {json.dumps(name)}\n"
@@ -314,8 +316,9 @@ def make_offline_workspace(folder: Path, partners: Iterable[str] = PARTNERS) -> 
     workspace = Workspace(folder.resolve(), _NoHub())  # type: ignore[arg-type]
     ids = folder / "partner-identities"
     ids.mkdir(mode=0o700)
-    ssh_line = (folder / "keys" / f"{keys_mod.SSH_KEY}.pub").read_text("utf-8").strip()
     for partner in partners:
+        # Each partner its own (unused) SSH key: the config refuses one key for two partners.
+        ssh_line = signing.generate_ssh_keypair(f"{partner}@hub")[1]
         workspace.hub.keys[partner] = (Path("/nonexistent"), ssh_line)
         workspace.identities[partner] = write_partner(workspace, partner, ids)
     return workspace
