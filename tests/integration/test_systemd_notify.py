@@ -149,3 +149,22 @@ def test_no_watchdog_pings_when_systemd_asks_for_none(
         seen += receiver.wait_for("STOPPING=1")
         receiver.sock.close()
     assert [] == [m for m in seen if "WATCHDOG=1" in m]
+
+
+def test_bad_configuration_never_reports_ready(tmp_path: Path) -> None:
+    """`exchange run` with a broken agreement file exits 3 naming the file and sends no
+    READY=1, so a Type=notify unit fails at start instead of running half-configured
+    (TESTPLAN B15)."""
+    receiver = Receiver(tmp_path / "notify")
+    ws = make_offline_workspace(tmp_path / "ws")
+    distinct_partner_ssh_keys(ws)
+    ws.agreement("mash", ["southend-uhft"])
+    (ws.config_dir / "agreements" / "mash.toml").write_text('title = "unterminated\n', "utf-8")
+    try:
+        result = ws.exchange("run", NOTIFY_SOCKET=str(tmp_path / "notify"))
+        seen = receiver.collect(0.5)
+    finally:
+        receiver.sock.close()
+    assert 3 == result.returncode
+    assert "agreements/mash.toml" in result.stderr
+    assert [] == seen
