@@ -56,6 +56,7 @@ from exchange.errors import ConfigError, NotFoundError, RefusedError, UsageError
 from exchange.ledger import LEDGER_FILENAME, Dataset, Delivery, Ledger, Version
 from exchange.manifest import Correction
 from exchange.model import DatasetId, Sha256, VersionKind
+from exchange.outbox import spool_temp, write_temp
 
 __all__ = [
     "Corrected",
@@ -224,11 +225,11 @@ def _spool(cfg: Config, agreement: Agreement, file: Path) -> tuple[Sha256, int, 
         os.set_blocking(source.fileno(), True)
         spool_dir = cfg.folders.spool / agreement.id
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = spool_dir / f".correct-{secrets.token_hex(8)}.tmp"
+        temp = spool_temp(spool_dir, "correct")  # removed at start-up if we die
         digest, size = hashlib.sha256(), 0
         checker = None if decision.empty else content_checker(rules, decision)
         try:
-            with fsutil.atomic_write(temp, mode=0o400) as out:
+            with write_temp(temp) as out:
                 while chunk := source.read(_READ):
                     digest.update(chunk)
                     size += len(chunk)

@@ -40,6 +40,7 @@ Rules:
    :meth:`Outbox.quarantine_original` with reason ``duplicate``.
 """
 
+from exchange.outbox._dirs import spool_temp, write_temp
 from exchange.outbox._outbox import CHUNK_SIZE, Outbox
 from exchange.outbox._values import (
     CRASH_POINTS,
@@ -71,4 +72,6 @@ __all__ = [
     "Skipped",
     "Taken",
     "no_crash",
+    "spool_temp",
+    "write_temp",
 ]

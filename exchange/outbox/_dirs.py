@@ -8,8 +8,9 @@ import json
 import os
 import secrets
 import stat
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Final
+from typing import BinaryIO, Final
 
 import structlog
 
@@ -121,6 +122,34 @@ def open_subdir(root: Path, name: str, what: str) -> int:
             ) from None
     finally:
         os.close(root_fd)
+
+
+def spool_temp(folder: Path, label: str) -> Path:
+    """A fresh temporary name in ``folder`` in the one scheme start-up cleanup removes
+    (:func:`remove_temps`): ``.tmp-<label>-<random>``. For writers outside this package
+    (``exchange send``, ``exchange correct``) that spool a copy themselves."""
+    return folder / f"{TEMP_PREFIX}{label}-{secrets.token_hex(8)}"
+
+
+@contextlib.contextmanager
+def write_temp(path: Path, mode: int = 0o400) -> Iterator[BinaryIO]:
+    """Create ``path`` (a :func:`spool_temp` name) exclusively, never through a link, with
+    exactly ``mode``; fsync it when the block succeeds and remove it when it fails. No inner
+    temporary of its own, so a crash leaves only a name :func:`remove_temps` removes."""
+    fd = os.open(path, NEW_FLAGS, mode)
+    try:
+        os.fchmod(fd, mode)  # the umask may have cleared bits we asked for
+        with os.fdopen(fd, "wb") as file:
+            fd = -1  # the file object owns it now
+            yield file
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        raise
 
 
 def remove_temps(dir_fd: int) -> int:

@@ -42,7 +42,11 @@ DELIVERY_CRASH_POINTS: Final = (
     "delivery.after_rename",  # manifest under its final name: complete on the hub
     "delivery.after_sent",  # `sent` committed
 )
-CRASH_POINTS: Final = (*OUTBOX_CRASH_POINTS, *DELIVERY_CRASH_POINTS)
+#: Crash points of the commands that spool a copy themselves (``exchange send``).
+COMMAND_CRASH_POINTS: Final = (
+    "send.after_spool_temp",  # the plaintext copy complete under its temporary name
+)
+CRASH_POINTS: Final = (*OUTBOX_CRASH_POINTS, *DELIVERY_CRASH_POINTS, *COMMAND_CRASH_POINTS)
 
 _crash_lock = threading.Lock()
 _crash_passes: dict[str, int] = {}

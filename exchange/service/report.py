@@ -33,6 +33,8 @@ from exchange.corrections import corrections_json, open_corrections
 from exchange.errors import NotFoundError, RefusedError, UsageError
 from exchange.ledger import Ledger, Version
 from exchange.model import DatasetId, Sha256, VersionKind
+from exchange.outbox import spool_temp, write_temp
+from exchange.service.context import crash_point
 from exchange.service.intake import new_delivery_ids, rules_for_agreement
 
 _ATTENTION_STATES = (DeliveryState.PARKED, DeliveryState.POISONED, DeliveryState.REJECTED)
@@ -209,11 +211,11 @@ def send(
         os.set_blocking(source.fileno(), True)
         spool_dir = cfg.folders.spool / agreement_id
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = spool_dir / f".send-{secrets.token_hex(8)}.tmp"
+        temp = spool_temp(spool_dir, "send")  # removed at start-up if we die
         digest, size = hashlib.sha256(), 0
         checker = None if decision.empty else content_checker(rules, decision)
         try:
-            with fsutil.atomic_write(temp, mode=0o400) as out:
+            with write_temp(temp) as out:
                 while chunk := source.read(1 << 20):
                     digest.update(chunk)
                     size += len(chunk)
@@ -224,6 +226,7 @@ def send(
                     out.write(chunk)
                 if checker is not None and isinstance(verdict := checker.finish(), Refused):
                     raise RefusedError(f"{file}: refused: {verdict.reason.value}: {verdict.detail}")
+            crash_point("send.after_spool_temp")
             sha = Sha256.of_digest(digest.digest())
             final = spool_dir / sha.hex
             existing = final.exists() and stat.S_ISREG(final.lstat().st_mode)

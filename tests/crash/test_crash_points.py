@@ -80,6 +80,7 @@ def test_every_named_point_is_covered() -> None:
         "quarantine.after_reason_file",
         "quarantine.after_move",
         "schedule.after_run_recorded",
+        "send.after_spool_temp",
     }
     assert set(CRASH_POINTS) == set(DELIVERY_PATH) | others
 
@@ -173,3 +174,33 @@ def test_design_doc_names_every_crash_point() -> None:
     design = (Path(__file__).resolve().parents[2] / "docs" / "DESIGN.md").read_text("utf-8")
     section = design[design.index("## Write-ordering invariants") :]
     assert [] == [point for point in CRASH_POINTS if f"`{point}`" not in section]
+
+
+def test_kill_during_send_leaves_no_plaintext_temporary_after_restart(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    """``exchange send`` killed with SIGKILL after spooling its plaintext copy under the
+    temporary name: the next daemon start removes it, and nothing was recorded or sent."""
+    source = tmp_path / "urgent-referrals.csv"
+    source.write_bytes(csv_bytes(40, "urgent"))
+    spool = ws.root / "spool" / "mash"
+    killed = ws.exchange(
+        "send",
+        str(source),
+        "--agreement",
+        "mash",
+        "--reason",
+        "urgent referral",
+        EXCHANGE_CRASH_AT="send.after_spool_temp",
+    )
+    assert -signal.SIGKILL == killed.returncode, killed.stderr
+    left = os.listdir(spool)
+    assert 1 == len(left) and left[0].startswith(".tmp-send-"), left
+    daemon = ws.start()
+    try:
+        daemon.wait_for(lambda: os.listdir(spool) == [], 30, "temporary removed")
+    finally:
+        assert 0 == daemon.terminate()
+    assert [] == os.listdir(spool)
+    with ws.ledger() as ledger:
+        assert [] == ledger.deliveries()
