@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "incidents",
     "audit",
     "metrics",
+    "retention",
     "pull",
     "demo",
     "correct",
