@@ -4,7 +4,10 @@ manifest before the payload, so the ledger and the hub always agree (docs/DESIGN
 invariants 11 and 12).
 
 In process, with real workspaces, ledgers, keys and the partner's real ``pull`` and receipt
-collection over an in-memory hub whose faults include "rename done, reply lost".
+collection over an in-memory hub whose faults include "rename done, reply lost"; and once
+over a real sshd, where the SFTP transport drops the connection right after the manifest's
+rename returned (a byte-offset cut with tests/support/tcpproxy.py cannot be aimed at the
+encrypted rename request reliably, so the loss is injected above the wire).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 
@@ -25,7 +29,7 @@ from exchange.core import delivery as lifecycle
 from exchange.core.delivery import DeliveryState
 from exchange.core.naming import DeliveryNames
 from exchange.demo.workspaces import ESSEX_CC, SOUTHEND, Workspace, create_workspace
-from exchange.errors import InvariantError
+from exchange.errors import InvariantError, TransientTransportError
 from exchange.ledger import LEDGER_FILENAME, Delivery, Ledger
 from exchange.model import DatasetId, Sha256, VersionKind
 from exchange.service import deliver as deliver_mod
@@ -33,8 +37,11 @@ from exchange.service.context import Context, Settings
 from exchange.service.deliver import deliver_one, reconcile_partner
 from exchange.service.intake import new_delivery_ids
 from exchange.service.lane import Lane
+from exchange.transport import SftpTransport
 from exchange.transport.memory import MemoryFaults, MemoryHub, MemoryTransport
-from tests.support.deliveries import AGREEMENT, PLAINTEXT
+from exchange.transport.port import PutResult
+from tests.support.deliveries import AGREEMENT, PLAINTEXT, make_orgs
+from tests.support.sshd import Hub
 
 pytestmark = pytest.mark.integration
 
@@ -360,3 +367,88 @@ def test_lost_reply_then_withdrawal_or_correction_keeps_the_partner_a_holder(
     _next_cycle(lane)
     assert DeliveryState.SENT is world.current().state
     assert {SOUTHEND.id} == world.ledger.holders(DATASET)
+
+
+class _LostManifestReply(SftpTransport):
+    """The real SFTP transport whose manifest rename happens on the real sshd, after which the
+    connection is dropped before the daemon hears back (as a reset would)."""
+
+    fired = False
+
+    def put_atomic(
+        self, src: BinaryIO, remote_final: str, *, expected_size: int | None = None
+    ) -> PutResult:
+        result = super().put_atomic(src, remote_final, expected_size=expected_size)
+        if remote_final.endswith(".manifest.age") and not _LostManifestReply.fired:
+            _LostManifestReply.fired = True
+            self.close()
+            raise TransientTransportError("connection reset (reply to posix-rename lost)")
+        return result
+
+
+def test_lost_manifest_reply_over_a_real_sshd_is_reconciled_and_acknowledged(
+    tmp_path: Path, hub: Hub
+) -> None:
+    """Over a real OpenSSH hub: the manifest's rename is done but the daemon sees a reset;
+    the lane reconciles over SFTP by the manifest's hash (sent, one attempt), the partner
+    pulls and files it, and its receipt acknowledges the delivery."""
+    orgs = make_orgs(tmp_path, hub)
+    with orgs.ledger(orgs.cc) as ledger:
+        spool = orgs.cc.folder / "spool"
+        spool.mkdir(exist_ok=True)
+        sha = Sha256.of_digest(hashlib.sha256(PLAINTEXT).digest())
+        (spool / sha.hex).write_bytes(PLAINTEXT)
+        ledger.record_intake(
+            dataset=DATASET,
+            agreement=AGREEMENT,
+            original_name=b"referrals.csv",
+            sha256=sha,
+            size=len(PLAINTEXT),
+            spool_path=str(spool / sha.hex),
+            recipients=new_delivery_ids((SOUTHEND.id,)),
+            now=datetime.now(UTC),
+        )
+        ctx = Context(
+            config=orgs.cc.config(),
+            ledger=ledger,
+            clock=SystemClock(),
+            settings=Settings(),
+            signing_key=keys.load_signing_key(orgs.cc.key_paths),
+            rng=random.Random(1),
+            stopping=threading.Event(),
+            abandon=threading.Event(),
+        )
+        settings = orgs.transport(ESSEX_CC.id).settings
+        lane = Lane(ctx, SOUTHEND.id, lambda: _LostManifestReply(settings))
+        _LostManifestReply.fired = False
+        try:
+            lane.cycle()
+            assert _LostManifestReply.fired
+            (delivery,) = ledger.deliveries()
+            assert DeliveryState.UPLOADING is delivery.state
+            _next_cycle(lane)
+        finally:
+            lane._close()
+        sent = ledger.get_delivery(delivery.id)
+        assert (DeliveryState.SENT, 1, 0) == (sent.state, sent.attempts, sent.strikes)
+
+        partner = orgs.partners[SOUTHEND.id]
+        with orgs.ledger(partner) as pledger:
+            report = pull.pull(
+                partner.config(),
+                pledger,
+                orgs.transport(SOUTHEND.id),
+                identities=keys.load_identities(partner.key_paths),
+                signing_key=keys.load_signing_key(partner.key_paths),
+                now=datetime.now(UTC),
+            )
+        assert ["filed"] == [o.result.value for o in report.outcomes]
+        receipts.collect_receipts(
+            ctx.config,
+            ledger,
+            orgs.transport(ESSEX_CC.id),
+            datetime.now(UTC),
+            identities=keys.load_identities(orgs.cc.key_paths),
+        )
+        assert DeliveryState.ACKNOWLEDGED is ledger.get_delivery(delivery.id).state
+        assert [] == ledger.incidents()
