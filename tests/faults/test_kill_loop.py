@@ -56,6 +56,9 @@ def _kill_loop(ws: Workspace, iterations: int, files: int, seed: int) -> None:
         assert_restart_invariants(ws, RECIPIENTS, context)
     daemon = ws.start()
     try:
+        # Ready first: everything may already be delivered, and a SIGTERM before the daemon
+        # has installed its handler would end it with the default action.
+        daemon.wait_event("daemon.ready", timeout=60)
         daemon.wait_for(
             lambda: all(len(ws.manifests(p)) == len(dropped) for p in RECIPIENTS),
             timeout=120,
