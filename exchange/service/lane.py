@@ -21,13 +21,16 @@ Rules:
    is given up (``poisoned``) and the daemon quarantines its spool copy.
 6. **Outcome unknown.** An error after a rename was requested never becomes ``UploadFailed``:
    the delivery stays ``uploading`` and the lane reconciles with the hub (manifest hashes)
-   before anything else, so a complete delivery is never retried, cancelled or superseded.
+   before anything else, so a complete delivery is never retried, cancelled or superseded;
+   and a retried delivery is cancelled only after the hub shows no manifest of its attempts.
 7. ``except Exception`` here is the service loop's licence (STYLE item 10): one bad delivery
    must never end the lane.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -36,12 +39,14 @@ import structlog
 
 from exchange.core import delivery as lifecycle
 from exchange.core.delivery import DeliveryState, next_attempt_at
+from exchange.core.naming import DeliveryNames
 from exchange.errors import HostKeyError, TransportError
 from exchange.ledger import Delivery
 from exchange.model import ReasonCode, VersionKind
 from exchange.service import due
 from exchange.service.context import Context
 from exchange.service.deliver import (
+    MANIFEST_MAX,
     Abandoned,
     ManifestFieldError,
     OutcomeUnknown,
@@ -49,8 +54,10 @@ from exchange.service.deliver import (
     deliver_one,
     poison_if_struck_out,
     reconcile_partner,
+    remote_dir,
 )
 from exchange.transport import Transport
+from exchange.transport.port import RemoteNotFoundError
 
 _log = structlog.get_logger()
 _PROBE_CAP = 3600.0
@@ -211,6 +218,8 @@ class Lane(threading.Thread):
                 now=now,
             )
             if isinstance(verdict, due.Cancel):
+                if self._found_on_hub(delivery):
+                    continue  # the partner holds it: sent, never cancelled (rule 6)
                 ctx.ledger.apply(delivery.id, lifecycle.Cancelled(reason=verdict.reason), now)
                 _log.warning(
                     "delivery.cancelled",
@@ -222,6 +231,49 @@ class Lane(threading.Thread):
             elif isinstance(verdict, due.Due):
                 found.append(delivery)
         return found
+
+    def _found_on_hub(self, delivery: Delivery) -> bool:
+        """Before a retried delivery is cancelled: True if an earlier attempt's manifest is
+        final on the hub after all (then it is recorded ``sent``), or if the hub cannot be
+        asked now (the cancellation waits for a cycle that can ask). By DESIGN invariant 12
+        this finds nothing unless the ledger predates it; it costs one read per cancellation."""
+        ctx = self.ctx
+        if delivery.state is not DeliveryState.RETRY_WAIT:
+            return False
+        recorded = {a.sealed_sha256: a for a in ctx.ledger.attempts_of(delivery.id)}
+        if not recorded:
+            return False
+        partner = ctx.config.partners[self.partner_id]
+        names = DeliveryNames.for_delivery(delivery.id)
+        found = io.BytesIO()
+        try:
+            self.transport.get(
+                f"{remote_dir(ctx.config, partner.hub_folder)}/{names.manifest}",
+                found,
+                max_size=MANIFEST_MAX,
+            )
+        except RemoteNotFoundError:
+            return False
+        except TransportError as error:
+            _log.warning("lane.hub_unavailable", partner=self.partner_id, error=error.message)
+            self._close()
+            return True
+        attempt = recorded.get(hashlib.sha256(found.getvalue()).hexdigest())
+        if attempt is None:
+            return False
+        now = ctx.now()
+        with ctx.ledger.transaction():
+            ctx.ledger.begin_upload(delivery.id, names.payload, now)
+            ctx.ledger.complete_from_hub(delivery.id, attempt, now)
+        _log.info(
+            "delivery.reconciled",
+            delivery=delivery.id,
+            recipient=self.partner_id,
+            agreement=delivery.agreement,
+            state="sent",
+            remote_name=names.payload,
+        )
+        return True
 
     def _kind(self, version_id: int) -> VersionKind:
         kind = self._kinds.get(version_id)

@@ -12,6 +12,7 @@ encrypted rename request reliably, so the loss is injected above the wire).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 import threading
@@ -452,3 +453,40 @@ def test_lost_manifest_reply_over_a_real_sshd_is_reconciled_and_acknowledged(
         )
         assert DeliveryState.ACKNOWLEDGED is ledger.get_delivery(delivery.id).state
         assert [] == ledger.incidents()
+
+
+def _no_longer_recipient(world: World) -> None:
+    cfg = world.ctx.config
+    agreement = dataclasses.replace(cfg.agreements[AGREEMENT], recipients=())
+    config = dataclasses.replace(cfg, agreements={**cfg.agreements, AGREEMENT: agreement})
+    world.ctx = dataclasses.replace(world.ctx, config=config)
+
+
+def test_cancelling_a_retry_asks_the_hub_first(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """(c) A retry_wait delivery whose earlier attempt is complete on the hub (a ledger from
+    before this fix) is not cancelled when the partner stops being a recipient: the lane
+    finds the manifest by its hash, records sent, and the partner stays a holder."""
+    _crash_at(monkeypatch, "delivery.after_rename")
+    with pytest.raises(_Crash):
+        deliver_one(world.ctx, MemoryTransport(world.hub), world.delivery)
+    now = datetime.now(UTC)
+    world.ledger.apply(
+        world.delivery.id, lifecycle.UploadFailed(reason="reply lost", retry_at=now), now
+    )
+    _no_longer_recipient(world)
+    assert [] == _lane(world, MemoryFaults())._due()
+    assert DeliveryState.SENT is world.current().state
+    assert {SOUTHEND.id} == world.ledger.holders(DATASET)
+
+
+def test_cancelling_a_retry_with_nothing_on_the_hub_cancels(world: World) -> None:
+    """A retry_wait delivery with no manifest on the hub is cancelled as before when the
+    partner stops being a recipient, and the partner is no holder."""
+    _lane(world, MemoryFaults(cut_after_bytes=10))._attempt(world.delivery)
+    assert DeliveryState.RETRY_WAIT is world.current().state
+    _no_longer_recipient(world)
+    assert [] == _lane(world, MemoryFaults())._due()
+    assert DeliveryState.CANCELLED is world.current().state
+    assert set() == world.ledger.holders(DATASET)
