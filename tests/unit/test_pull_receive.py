@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +17,7 @@ from exchange import agefmt, keys, pull, receipts
 from exchange.core.delivery import DeliveryState
 from exchange.demo.workspaces import ESSEX_CC, SOUTHEND, Workspace, create_workspace
 from exchange.ledger import LEDGER_FILENAME, Ledger
+from exchange.manifest import UnverifiedRejection
 from exchange.signing import Reason
 from exchange.transport.memory import MemoryHub, MemoryTransport
 from tests.support.deliveries import AGREEMENT, PLAINTEXT, Made, make_delivery, seal
@@ -104,14 +106,38 @@ def test_manifest_plaintext_over_the_cap_is_refused(pair: Pair) -> None:
 
 
 def test_manifest_encrypted_to_someone_else_is_refused(pair: Pair) -> None:
-    """A manifest we cannot decrypt is a decryption failure: incident, no receipt."""
+    """A manifest we cannot decrypt is a decryption failure: incident, nothing recorded, and a
+    signed rejection of that manifest file (FORMAT.md §4.6) to essex-cc, the only party that
+    writes our inbox, naming the file's hash and no claimed delivery."""
     made = pair.send()
     stranger = agefmt.generate_x25519_identity().recipient().to_string()
-    pair.hub.files[f"inbox/{made.names.manifest}"] = seal(made.signed_manifest, stranger)
+    sealed = seal(made.signed_manifest, stranger)
+    pair.hub.files[f"inbox/{made.names.manifest}"] = sealed
     (outcome,) = pair.pull().outcomes
-    assert (pull.Result.REFUSED, Reason.DECRYPTION_FAILED) == (outcome.result, outcome.reason)
-    assert not any(k.startswith("receipts/") for k in pair.hub.files)
+    assert (pull.Result.REFUSED, Reason.DECRYPTION_FAILED, True) == (
+        outcome.result,
+        outcome.reason,
+        outcome.receipt_sent,
+    )
     assert 1 == len(pair.partner_ledger.incidents())
+    assert [] == pair.partner_ledger.received()
+    plain = io.BytesIO()
+    agefmt.decrypt(
+        io.BytesIO(pair.hub.files[f"receipts/{made.names.receipt}"]),
+        plain,
+        keys.load_identities(pair.cc.key_paths),
+    )
+    body = plain.getvalue()[: plain.getvalue().rindex(b"signature: ")]
+    rejection = UnverifiedRejection.decode(body)
+    assert (made.names.stem, hashlib.sha256(sealed).hexdigest(), None, "essex-cc") == (
+        rejection.hub_name,
+        rejection.manifest_file_sha256,
+        rejection.claimed_delivery,
+        rejection.sender,
+    )
+    again = pair.pull()
+    assert [True] == [o.receipt_sent for o in again.outcomes]
+    assert 1 == sum(1 for k in pair.hub.files if k.startswith("receipts/"))
 
 
 def test_payload_we_cannot_decrypt_is_rejected(pair: Pair) -> None:
