@@ -57,7 +57,7 @@ def test_full_hub_disk_parks_the_partner_and_delivers_once_space_returns(ws: Wor
         with full_inbox(inbox):
             ws.drop("big", "big.csv", data)
             daemon.wait_event("dataset.recorded")
-            daemon.wait_for(lambda: _incidents(ws, "hub-full") == 1, 30, "hub-full incident")
+            daemon.wait_for(lambda: _incidents(ws, "hub-full") == 1, 15, "hub-full incident")
             time.sleep(3)  # probes keep failing while full: still one incident, no partial
             assert daemon.process.poll() is None
             assert [] == os.listdir(inbox)
