@@ -230,6 +230,7 @@ class _Collector:
         self.identities = identities
         self.now = now
         self.log = get_logger()
+        self._stems: dict[str, str] | None = None  # hub name → delivery id, built on demand
 
     def sent(self, delivery_id: str) -> SentDelivery | None:
         try:
@@ -244,12 +245,16 @@ class _Collector:
         )
 
     def made_under(self, stem: str) -> tuple[Delivery, SentDelivery] | None:
-        """The delivery whose hub name is ``stem``, if we made one (rule 4)."""
-        for delivery in self.ledger.deliveries():
-            if hub_stem(delivery.id) == stem:
-                sent = self.sent(delivery.id)
-                return None if sent is None else (delivery, sent)
-        return None
+        """The delivery whose hub name is ``stem``, if we made one (rule 4). The ledger keys
+        deliveries by id, so the hub names are computed once per run, not once per file (a
+        folder full of rejections of unknown names costs one pass over the ledger)."""
+        if self._stems is None:
+            self._stems = {hub_stem(d.id): d.id for d in self.ledger.deliveries()}
+        delivery_id = self._stems.get(stem)
+        if delivery_id is None:
+            return None
+        sent = self.sent(delivery_id)
+        return None if sent is None else (self.ledger.get_delivery(delivery_id), sent)
 
     def folder_owner(self, route: ReceiptRoute) -> tuple[str, signing.PublicKey]:
         """The one partner entitled to write this receipts folder (rule 4)."""

@@ -426,8 +426,8 @@ class Receiver:
             opened = self._open_leniently(item.signed, peers)
         except (ManifestRejected, SignatureRejected, KeyError) as error:
             # Recorded once under this hash, and now it does not verify: keys changed since.
-            answer = _Answer(item.sealed_sha256, item.claimed, present)
-            return self._refuse(route, item.stem, Reason.BAD_SIGNATURE, str(error), answer)
+            # It was answered when it verified; a rejection now would contradict that receipt.
+            return self._refuse(route, item.stem, Reason.BAD_SIGNATURE, str(error))
         sent = False
         if item.stem not in present:
             sent = self._answer(route, item.stem, opened, seen)

@@ -37,7 +37,12 @@ def _as_hub_partner(workspace: Workspace, window: str | None = None) -> None:
     """``[hub] role = "partner"``: the workspace logs in to essex-cc's hub as its partner."""
     main = workspace.config_dir / "exchange.toml"
     text = main.read_text("utf-8")
-    main.write_text(text.replace("[hub]\n", '[hub]\nrole = "partner"\n', 1), "utf-8")
+    # The init template writes role = "operator" (dd96bd1); older ones wrote no role line.
+    if 'role = "operator"' in text:
+        text = text.replace('role = "operator"', 'role = "partner"', 1)
+    else:
+        text = text.replace("[hub]\n", '[hub]\nrole = "partner"\n', 1)
+    main.write_text(text, "utf-8")
     if window is not None:
         path = workspace.config_dir / "agreements" / f"{AGREEMENT}.toml"
         text = path.read_text("utf-8")
