@@ -46,7 +46,7 @@ _WHITESPACE = b" \t\r\n"
 def settle_allocator() -> None:
     """Stop glibc returning our batch buffers to the kernel after every batch (once per process).
 
-    Batches are about 1 MiB. glibc's malloc serves such blocks with mmap (threshold 128 KiB)
+    Batches are 0.5-1 MiB. glibc's malloc serves such blocks with mmap (threshold 128 KiB)
     or, once its dynamic threshold has risen, from the heap, which it trims whenever more
     than twice the threshold is free at the top. Either way each new batch buffer came back
     as fresh pages: measured here 246,000 minor page faults per GiB and about 0.5-1 s of

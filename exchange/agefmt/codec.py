@@ -37,8 +37,9 @@ from exchange.agefmt.stream import CHUNK, ENC_CHUNK, NONCE_SIZE, Opener, Sealer,
 from exchange.errors import HeaderError, NoIdentityMatch, UsageError
 
 FILE_KEY_SIZE = 16
-#: Chunks per batch: large enough to amortise per-call overhead, small enough for flat memory.
-BATCH_CHUNKS = 16
+#: Chunks per batch (512 KiB): amortises per-call overhead; 1 MiB batches measured slower
+#: when decrypting on a loaded machine (bench/RESULTS.md).
+BATCH_CHUNKS = 8
 
 
 #: The type of a result's plaintext hash: ``str`` when it was asked for, else ``None``.
