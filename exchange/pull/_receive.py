@@ -486,10 +486,9 @@ class Receiver:
             incident=incident,
         )
         sent = answer is not None and self._answer_unverified(route, stem, reason, answer)
-        return Outcome(
-            stem, Result.REFUSED, reason=reason, incident=incident, receipt_sent=sent,
-            sender=route.writer if sent else None,
-        )  # fmt: skip
+        # No sender in the outcome: the manifest's claim is unverified, and the rejection's
+        # addressee (route.writer) is who wrote the folder, not who the manifest says sent it.
+        return Outcome(stem, Result.REFUSED, reason=reason, incident=incident, receipt_sent=sent)
 
     def _answer_unverified(self, route: Route, stem: str, reason: Reason, answer: _Answer) -> bool:
         """Rule 5: the signed rejection of a manifest file that did not verify, to the one

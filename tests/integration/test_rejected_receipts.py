@@ -237,7 +237,7 @@ def test_inbound_tampered_manifest_is_rejected_to_the_partner(orgs: Orgs) -> Non
 
     report = _inbound(orgs)
     (outcome,) = report.outcomes
-    assert (pull.Result.REFUSED, Reason.BAD_SIGNATURE, True, PARTNER) == (
+    assert (pull.Result.REFUSED, Reason.BAD_SIGNATURE, True, None) == (
         outcome.result,
         outcome.reason,
         outcome.receipt_sent,
