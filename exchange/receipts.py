@@ -23,8 +23,9 @@ Rules (FORMAT.md §5.2 is the order of checks):
    not the document, says who that is), addressed to us, lying under the hub name it names,
    and that hub name is the one of a delivery we made to that partner (and a claimed delivery,
    if given, is that delivery). Then the delivery is recorded ``rejected`` with an incident
-   naming the reason, the manifest file hash the partner read and whether it claimed the
-   delivery. A rejection naming a hub name we never wrote there is an incident only: something
+   naming the reason, the manifest file hash the partner read, whether that is a manifest
+   file we sealed (``manifest_file``: ``ours`` / ``not-ours``, from the ledger's attempts),
+   and the delivery it claimed. A rejection naming a hub name we never wrote there is an incident only: something
    else put a manifest file in that folder.
 5. Deliveries not acknowledged within their agreement's acknowledgement window are returned
    by :func:`overdue_deliveries`. :func:`raise_overdue` (the daemon's periodic job) opens one
@@ -419,12 +420,16 @@ class _Collector:
         if isinstance(event, lifecycle.ReceiptRejected) and new:
             context = {"delivery": delivery.id, "format_reason": event.reason}
             if isinstance(receipt, UnverifiedRejection):
-                # The partner could not verify the manifest file it read; its hash tells ops
-                # whether that was the file we wrote (our keys or config disagree with the
-                # partner's) or one put there by someone else.
+                # The partner could not verify the manifest file it read. Whether that was a
+                # file we sealed (our keys or configuration disagree with the partner's) or one
+                # put there by someone else (replaced on the hub) is the first thing ops need.
+                ours = {a.sealed_sha256 for a in self.ledger.attempts_of(delivery.id)}
                 context |= {
                     "manifest_unverified": "yes",
                     "manifest_file_sha256": receipt.manifest_file_sha256,
+                    "manifest_file": (
+                        "ours" if receipt.manifest_file_sha256 in ours else "not-ours"
+                    ),
                     "claimed_delivery": receipt.claimed_delivery or "none",
                 }
             raised = self.incident(

@@ -157,6 +157,9 @@ def _assert_refused(orgs: Orgs, made: Made, reason: Reason, incident: ReasonCode
         raised.context.get("manifest_unverified"),
     )
     assert hashlib.sha256(sealed).hexdigest() == raised.context.get("manifest_file_sha256")
+    # Ours when the partner refused the very file essex-cc sealed; not when it was replaced.
+    ours = "ours" if sealed == made.sealed_manifest else "not-ours"
+    assert ours == raised.context.get("manifest_file")
 
 
 @pytest.mark.integration

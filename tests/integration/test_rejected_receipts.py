@@ -252,7 +252,10 @@ def test_inbound_tampered_manifest_is_rejected_to_the_partner(orgs: Orgs) -> Non
     with orgs.ledger(partner) as ledger:
         assert DeliveryState.REJECTED == ledger.get_delivery(made.delivery).state
         (incident,) = ledger.incidents()
-    assert hashlib.sha256(sealed).hexdigest() == incident.context.get("manifest_file_sha256")
+    assert (hashlib.sha256(sealed).hexdigest(), "not-ours") == (
+        incident.context.get("manifest_file_sha256"),
+        incident.context.get("manifest_file"),
+    )
     assert [] == list((hub_dir / "outbox").iterdir())
 
     assert [] == list(_inbound(orgs).outcomes)
