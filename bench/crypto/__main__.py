@@ -504,7 +504,7 @@ def notes(rep: Report) -> list[str]:
         f"it was {rep.small_rss['encrypt']:.1f} MiB (encrypt) and "
         f"{rep.small_rss['decrypt']:.1f} MiB (decrypt): it does not grow with the file. "
         "Memory is the interpreter (about 30 MiB with cryptography loaded) plus at most "
-        "DEPTH (4) + 1 batches of 1 MiB per worker and three on the reading thread.",
+        "DEPTH (4) + 1 batches of 512 KiB per worker and three on the reading thread.",
         "",
         "What limits each path (CPU per GiB is user+sys of the whole process):",
         "",
@@ -562,8 +562,21 @@ def notes(rep: Report) -> list[str]:
         "system time; rerun in a different order it did not: the runs with high system time "
         "were each the first decryption after an encryption. The rotating order of this "
         "benchmark spreads that effect over every configuration.",
-        "- batches of 1 MiB kept (the previous engineer measured 256 KiB-4 MiB no better). "
-        "Preallocated buffers filled with `readinto` and sealed in place removed the page "
+        "- batch size (12:39-12:40 UTC, whole decrypt/encrypt in-process, load 4-5, wall s / "
+        "system s): decrypt, no hash, 16 chunks (1 MiB) 3.70/1.23, 2.69/1.15, 2.32/1.04, "
+        "0.78/0.36, 0.71/0.33; 8 chunks 0.71/0.40, 0.70/0.35; 4 chunks 1.25/0.34, 1.26/0.33, "
+        "1.09/0.34, 0.93/0.35, 0.72/0.37. Decrypt, plaintext hash: 16 chunks 2.28/1.03, "
+        "1.96/1.16; 8 chunks 1.47/0.42, 1.05/0.37; 4 chunks 1.64/0.43, 1.07/0.42. Encrypt, "
+        "ciphertext hash: 16 chunks 1.20, 1.28, 2.95, 3.23, 2.60; 8 chunks 1.48, 1.10; 4 "
+        "chunks 1.62, 2.28, 5.74, 2.98, 2.82. Kept 8 chunks (512 KiB). Why 1 MiB batches "
+        "cost about 0.7 s of extra system time in 5 of these 7 decryptions is not "
+        "established: `perf record` of a 1 MiB decryption put 59% of samples in the kernel, "
+        "17% in `_copy_to_iter` (the read's copy into our buffer). 512 KiB does not remove "
+        "it either: a full run at 12:40 UTC with 512 KiB batches (load about 3) had (c) at "
+        "1.42 s of system time (median), age at 0.58. So batch size is at most part of it; "
+        "the cause is open (candidates: cache footprint, page-cache and memory-cgroup work "
+        "shared with the other jobs on the machine). 512 KiB kept for the lower peak RSS.",
+        "- preallocated buffers filled with `readinto` and sealed in place removed the page "
         "faults too (2,000 per GiB) but need an in-place seal/open API that stream.py does "
         "not have; settling the allocator gives the same without touching stream.py.",
     ]
