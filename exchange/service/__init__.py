@@ -1,7 +1,7 @@
 """The daemon and its commands' operations (layer 3, the imperative shell).
 
 ``daemon`` runs the loop and the lanes, ``lane`` delivers to one partner, ``deliver`` makes one
-attempt and reconciles a partner's hub folder, ``intake`` turns outbox candidates into ledger
+attempt, ``reconcile`` settles a partner's hub folder with the ledger, ``intake`` turns outbox candidates into ledger
 versions, ``due`` decides what is due from the ledger, ``report`` answers ``status`` and
 ``send``, ``context`` holds the shared parts and the crash points.
 """

@@ -1,4 +1,4 @@
-"""One delivery to one partner, and the start-up reconciliation of that partner's hub folder.
+"""One delivery to one partner (reconciliation of its hub folder: :mod:`.reconcile`).
 
 Rules (docs/DESIGN.md, write-ordering invariants 3-5, 11, 12; FORMAT.md §6.3):
 
@@ -17,12 +17,8 @@ Rules (docs/DESIGN.md, write-ordering invariants 3-5, 11, 12; FORMAT.md §6.3):
 5. The only age recipient ever used is the one configured for the delivery's recipient, looked
    up from the partner's configuration at the moment of encryption, and the partner must be a
    recipient of the delivery's agreement (TESTPLAN E42). The daemon has no other key source.
-6. Reconciliation of a delivery found ``uploading`` (at start, or after a lost reply): a final
-   manifest whose SHA-256 equals the sealed manifest of a recorded attempt means that attempt
-   completed (``sent`` with that attempt's values, no new upload). Sizes are never evidence:
-   every attempt's ciphertext has the same size. Anything else means no attempt completed:
-   the final manifest, then the payload and our temporaries are removed before
-   ``UploadInterrupted`` (a strike; ``UploadFailed`` after a lost reply) is recorded.
+6. Reconciliation of a delivery found ``uploading`` (at start, or after a lost reply) is
+   :mod:`exchange.service.reconcile`: by the hash of the final manifest, never by sizes.
 7. An error after a rename was requested (the payload's or the manifest's) leaves the outcome
    unknown: :class:`OutcomeUnknown`, the delivery stays ``uploading`` and the lane reconciles
    before anything else. A retry settles the hub first the same way: a final manifest of an
@@ -46,18 +42,17 @@ from typing import BinaryIO, cast
 import structlog
 
 from exchange import agefmt
-from exchange.config import Config
 from exchange.core import delivery as lifecycle
-from exchange.core.delivery import should_poison
-from exchange.core.naming import DeliveryNames, Folder, read_name
+from exchange.core.naming import DeliveryNames
 from exchange.errors import ExchangeError, InvariantError
-from exchange.ledger import Attempt, Delivery
+from exchange.ledger import Delivery
 from exchange.log import escape_bytes
 from exchange.manifest import Correction, Manifest, sign_manifest
-from exchange.model import ReasonCode, VersionKind
+from exchange.model import VersionKind
 from exchange.service.context import Context, crash_point
+from exchange.service.reconcile import remote_dir, settle_hub
 from exchange.transport import Transport
-from exchange.transport.port import AtomicWriter, RemoteNotFoundError, part_name
+from exchange.transport.port import AtomicWriter
 
 _log = structlog.get_logger()
 
@@ -112,21 +107,6 @@ class OutcomeUnknown(Exception):
 class Sent:
     delivery: Delivery
     duration: timedelta
-
-
-def remote_folder(config: Config) -> Folder:
-    """Which hub folder our deliveries go into (``[hub] role``, docs/hub.md): a partner's
-    ``inbox/`` on our own hub, our own ``outbox/`` on another organisation's hub."""
-    return Folder.OUTBOX if config.hub.is_partner else Folder.INBOX
-
-
-def remote_dir(config: Config, hub_folder: str) -> str:
-    """Where deliveries to the partner with ``hub_folder`` go. As our own hub's daemon login
-    (chroot: every partner's folder) ``<hub_folder>/inbox``; as a partner login on another
-    organisation's hub (chroot: our own folder) ``outbox``, which only that organisation reads."""
-    if config.hub.is_partner:
-        return Folder.OUTBOX.value
-    return f"{hub_folder}/{Folder.INBOX.value}"
 
 
 class _Guarded:
@@ -333,142 +313,3 @@ def _retain_until(created: date, days: int) -> date:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-# --- reconciliation ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Reconciled:
-    completed: int  # found complete on the hub: now sent
-    interrupted: int  # redone: UploadInterrupted recorded
-    temporaries_removed: int
-
-
-def reconcile_partner(
-    ctx: Context,
-    transport: Transport,
-    partner_id: str,
-    unknown: frozenset[str] = frozenset(),
-) -> Reconciled:
-    """Rule 6 for every delivery to ``partner_id`` left ``uploading``, and removal of our
-    leftover temporary files in its inbox. ``unknown`` names deliveries this process left
-    ``uploading`` after a transport error past a rename request: one found incomplete is a
-    transient failure (``UploadFailed``), not a strike. Raises TransportError if the hub
-    cannot be asked."""
-    partner = ctx.config.partners[partner_id]
-    folder = remote_dir(ctx.config, partner.hub_folder)
-    kind = remote_folder(ctx.config)
-    listing = transport.list(folder, validate=lambda n: read_name(kind, n) is not None)
-    removed = 0
-    for temp in listing.temporaries:
-        if transport.remove(f"{folder}/{temp}"):
-            removed += 1
-    completed = interrupted = 0
-    for delivery in ctx.ledger.deliveries(lifecycle.DeliveryState.UPLOADING, recipient=partner_id):
-        names = DeliveryNames.for_delivery(delivery.id)
-        found = settle_hub(ctx, transport, delivery, folder)
-        now = ctx.now()
-        if found is not None:
-            ctx.ledger.complete_from_hub(delivery.id, found, now)
-            completed += 1
-            _log.info(
-                "delivery.reconciled",
-                delivery=delivery.id,
-                recipient=partner_id,
-                agreement=delivery.agreement,
-                state="sent",
-                remote_name=names.payload,
-            )
-            continue
-        if delivery.id in unknown:
-            ctx.ledger.apply(
-                delivery.id,
-                lifecycle.UploadFailed(
-                    reason="the reply to a rename was lost and the upload was not complete",
-                    retry_at=now,
-                ),
-                now,
-            )
-            continue
-        struck = ctx.ledger.apply(
-            delivery.id,
-            lifecycle.UploadInterrupted(
-                reason="the attempt was interrupted (found uploading at start)", retry_at=now
-            ),
-            now,
-        )
-        poison_if_struck_out(ctx, struck)
-        interrupted += 1
-        _log.warning(
-            "delivery.interrupted",
-            delivery=delivery.id,
-            recipient=partner_id,
-            agreement=delivery.agreement,
-            attempts=delivery.attempts,
-        )
-    return Reconciled(completed, interrupted, removed)
-
-
-#: A sealed manifest is small (FORMAT.md §4: the body is capped well below this).
-MANIFEST_MAX = 64 * 1024
-
-
-def settle_hub(
-    ctx: Context, transport: Transport, delivery: Delivery, folder: str
-) -> Attempt | None:
-    """Rule 7: the attempt whose sealed manifest is final on the hub for ``delivery``, compared
-    by the SHA-256 of the whole file with every attempt the ledger recorded; or None, after
-    removing whatever earlier attempts left, the final manifest first and the payload after,
-    so a partner never sees a manifest beside a payload it does not describe."""
-    names = DeliveryNames.for_delivery(delivery.id)
-    manifest_path = f"{folder}/{names.manifest}"
-    payload_path = f"{folder}/{names.payload}"
-    buffer = io.BytesIO()
-    try:
-        transport.get(manifest_path, buffer, max_size=MANIFEST_MAX)
-    except RemoteNotFoundError:
-        pass
-    else:
-        digest = _sha256(buffer.getvalue())
-        for attempt in ctx.ledger.attempts_of(delivery.id):
-            if attempt.sealed_sha256 == digest:
-                return attempt
-        _log.warning(
-            "delivery.stale_manifest",
-            delivery=delivery.id,
-            recipient=delivery.recipient,
-            sha256=digest,
-        )
-    transport.remove(manifest_path)
-    transport.remove(payload_path)
-    transport.remove(part_name(manifest_path))
-    transport.remove(part_name(payload_path))
-    return None
-
-
-def poison_if_struck_out(ctx: Context, delivery: Delivery) -> bool:
-    """Give up on a delivery with ``max_attempts`` strikes (the daemon then quarantines the
-    spool copy); True if it did."""
-    if not should_poison(delivery.strikes, ctx.settings.max_attempts):
-        return False
-    if not lifecycle.can_step(delivery.state, lifecycle.GaveUp):
-        return False
-    reason = f"failed {delivery.strikes} attempts without an answer; treated as a poison file"
-    ctx.ledger.apply(delivery.id, lifecycle.GaveUp(reason=reason), ctx.now())
-    ctx.ledger.open_incident(
-        reason=ReasonCode.POISONED,
-        now=ctx.now(),
-        agreement=delivery.agreement,
-        partner=delivery.recipient,
-        context={"delivery": delivery.id, "dataset": delivery.dataset.value},
-        dedupe_key=f"poisoned:{delivery.id}",
-    )
-    _log.error(
-        "delivery.poisoned",
-        delivery=delivery.id,
-        recipient=delivery.recipient,
-        agreement=delivery.agreement,
-        attempts=delivery.strikes,
-    )
-    return True

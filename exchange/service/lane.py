@@ -46,12 +46,14 @@ from exchange.model import ReasonCode, VersionKind
 from exchange.service import due
 from exchange.service.context import Context
 from exchange.service.deliver import (
-    MANIFEST_MAX,
     Abandoned,
     ManifestFieldError,
     OutcomeUnknown,
     RecipientKeyError,
     deliver_one,
+)
+from exchange.service.reconcile import (
+    MANIFEST_MAX,
     poison_if_struck_out,
     reconcile_partner,
     remote_dir,

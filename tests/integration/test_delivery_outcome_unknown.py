@@ -35,9 +35,10 @@ from exchange.ledger import LEDGER_FILENAME, Delivery, Ledger
 from exchange.model import DatasetId, Sha256, VersionKind
 from exchange.service import deliver as deliver_mod
 from exchange.service.context import Context, Settings
-from exchange.service.deliver import deliver_one, reconcile_partner
+from exchange.service.deliver import deliver_one
 from exchange.service.intake import new_delivery_ids
 from exchange.service.lane import Lane
+from exchange.service.reconcile import reconcile_partner
 from exchange.transport import SftpTransport
 from exchange.transport.memory import MemoryFaults, MemoryHub, MemoryTransport
 from exchange.transport.port import PutResult
