@@ -575,7 +575,11 @@ def notes(rep: Report) -> list[str]:
         "it either: a full run at 12:40 UTC with 512 KiB batches (load about 3) had (c) at "
         "1.42 s of system time (median), age at 0.58. So batch size is at most part of it; "
         "the cause is open (candidates: cache footprint, page-cache and memory-cgroup work "
-        "shared with the other jobs on the machine). 512 KiB kept for the lower peak RSS.",
+        "shared with the other jobs on the machine). 512 KiB kept for the lower peak RSS. "
+        "In-process decryptions alone (12:47 UTC, load about 2, 8 rounds alternating) "
+        "showed no excess for either size: 512 KiB 0.75-1.03 s wall, 0.28-0.43 s system; "
+        "1 MiB 0.74-1.36 s, 0.27-0.38 s; the excess appears in this benchmark's child "
+        "processes, as in (c) above.",
         "- preallocated buffers filled with `readinto` and sealed in place removed the page "
         "faults too (2,000 per GiB) but need an in-place seal/open API that stream.py does "
         "not have; settling the allocator gives the same without touching stream.py.",
