@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import sys
 
+import pytest
 import structlog
 
 from exchange import log
@@ -49,3 +51,15 @@ def test_level_filter() -> None:
     stream = _configured_stream()
     structlog.get_logger().debug("noise")
     assert stream.getvalue() == ""
+
+
+def test_default_stream_follows_sys_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without an explicit stream, lines go to the current sys.stderr, not the one at configure time."""
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    log.configure("info", "json")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    structlog.get_logger().info("delivery.sent", partner="essex-police")
+    assert "delivery.sent" in second.getvalue()
