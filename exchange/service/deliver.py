@@ -44,7 +44,7 @@ import structlog
 from exchange import agefmt
 from exchange.core import delivery as lifecycle
 from exchange.core.naming import DeliveryNames
-from exchange.errors import ExchangeError, InvariantError
+from exchange.errors import ExchangeError, InvariantError, PermanentTransportError
 from exchange.ledger import Delivery
 from exchange.log import escape_bytes
 from exchange.manifest import Correction, Manifest, sign_manifest
@@ -242,7 +242,10 @@ def deliver_one(ctx: Context, transport: Transport, delivery: Delivery) -> Sent:
         crash_point("delivery.after_payload_rename")
         transport.put_atomic(io.BytesIO(sealed.getvalue()), manifest_path)
     except Exception as error:
-        if renaming:
+        # A permanent transport error is the server's answer (no space, permission): the
+        # operation it answers did not happen, so the outcome is known. Only a lost answer
+        # (a transient error, or anything that is not the server's word) leaves it unknown.
+        if renaming and not isinstance(error, PermanentTransportError):
             raise OutcomeUnknown(error) from error
         raise
     crash_point("delivery.after_rename")

@@ -37,13 +37,6 @@ def fixture_ws(tmp_path: Path, hub: Hub) -> Workspace:
     return ws
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="since 3f50f92 (an error after a rename request leaves the outcome unknown) the "
-    "daemon takes the real sshd's ENOSPC failure as delivery.outcome_unknown and retries every "
-    "~1.5 s with no hub-full incident and no parking; the memory-hub test of the same case "
-    "still passes; this test passes at 3f50f92^ and fails at 3f50f92",
-)
 def test_full_hub_disk_parks_the_partner_and_delivers_once_space_returns(ws: Workspace) -> None:
     """The partner's inbox is a 1 MiB tmpfs and the dataset is 3 MiB: the upload fails as
     hub-full, the partner is parked with one hub-full incident, no partial file is left on the
