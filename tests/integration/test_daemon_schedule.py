@@ -178,7 +178,6 @@ def test_burst_of_files_all_accounted_for(ws: Workspace) -> None:
     _burst(ws, 500, 120)
 
 
-@pytest.mark.slow
 def test_burst_of_5000_files(ws: Workspace) -> None:
     """5,000 files written at once, with the daemon's inotify queue limited to 16 events, are
     all taken: the rescan finds what the overflowing events lost (TESTPLAN A14, D36)."""

@@ -596,7 +596,6 @@ def test_a_run_that_fell_due_is_done_once(ledger: Ledger) -> None:
 # --- volume -----------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
 def test_hundred_thousand_deliveries_and_a_status_query(ledger: Ledger) -> None:
     """100,000 deliveries go in, and the status aggregate counts every one of them."""
     recipients = tuple(f"partner-{n}" for n in range(5))
