@@ -71,11 +71,25 @@ def mount(*args):
     subprocess.run(["mount", *args], check=True)
 
 # PrivateTmp: move the workspace aside, put fresh tmpfs on /tmp and /var/tmp, move it back.
+# The program itself (this checkout and its virtual environment) is moved back read-only
+# when it lives under /tmp, as it would be installed outside /tmp in production.
 mount("--bind", workspace, "/mnt")
+program = [p for p in os.environ.get("SANDBOX_PROGRAM", "").split(":") if p]
+program = [p for p in program if p.startswith(("/tmp/", "/var/tmp/"))]
+holds = []
+for index, path in enumerate(program):
+    hold = f"/run/.sandbox-program-{index}"
+    os.makedirs(hold, exist_ok=True)
+    mount("--bind", path, hold)
+    holds.append((hold, path))
 for tmp in ("/tmp", "/var/tmp"):
     mount("-t", "tmpfs", "-o", "mode=1777,nosuid,nodev", "tmpfs", tmp)
 os.makedirs(workspace, mode=0o755, exist_ok=True)
 mount("--move", "/mnt", workspace)
+for hold, path in holds:
+    os.makedirs(path, mode=0o755, exist_ok=True)
+    mount("--move", hold, path)
+    mount("-o", "remount,bind,ro", path)
 
 # PrivateDevices: a minimal /dev.
 dev = "/tmp/.sandbox-dev"
@@ -247,7 +261,11 @@ def fixture_sandboxed() -> Wrap:
     prefix = os.path.realpath(sys.base_prefix)
 
     def sandboxed(workspace: Path, command: Sequence[str]) -> list[str]:
+        program = ":".join(
+            sorted({os.path.realpath(sys.prefix), str(Path(__file__).resolve().parents[2])})
+        )
         return [
+            "env", f"SANDBOX_PROGRAM={program}",
             "unshare", "--mount", "--propagation", "private", "--",
             sys.executable, "-c", _STAGE1, str(workspace), prefix, str(NOBODY), str(NOBODY),
             _STAGE2, allowed, *command,
