@@ -56,7 +56,7 @@ from exchange.errors import ConfigError, NotFoundError, RefusedError, UsageError
 from exchange.ledger import LEDGER_FILENAME, Dataset, Delivery, Ledger, Version
 from exchange.manifest import Correction
 from exchange.model import DatasetId, Sha256, VersionKind
-from exchange.outbox import spool_temp, write_temp
+from exchange.outbox import spool_temp, spooling, write_temp
 
 __all__ = [
     "Corrected",
@@ -225,32 +225,33 @@ def _spool(cfg: Config, agreement: Agreement, file: Path) -> tuple[Sha256, int, 
         os.set_blocking(source.fileno(), True)
         spool_dir = cfg.folders.spool / agreement.id
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = spool_temp(spool_dir, "correct")  # removed at start-up if we die
-        digest, size = hashlib.sha256(), 0
-        checker = None if decision.empty else content_checker(rules, decision)
-        try:
-            with write_temp(temp) as out:
-                while chunk := source.read(_READ):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if checker is not None and (refused := checker.feed(chunk)) is not None:
+        with spooling(spool_dir):
+            temp = spool_temp(spool_dir, "correct")  # removed at start-up if we die
+            digest, size = hashlib.sha256(), 0
+            checker = None if decision.empty else content_checker(rules, decision)
+            try:
+                with write_temp(temp) as out:
+                    while chunk := source.read(_READ):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if checker is not None and (refused := checker.feed(chunk)) is not None:
+                            raise RefusedError(
+                                f"{file}: refused by agreement {agreement.id}: "
+                                f"{refused.reason.value}: {refused.detail}"
+                            )
+                        out.write(chunk)
+                    if checker is not None and isinstance(verdict := checker.finish(), Refused):
                         raise RefusedError(
                             f"{file}: refused by agreement {agreement.id}: "
-                            f"{refused.reason.value}: {refused.detail}"
+                            f"{verdict.reason.value}: {verdict.detail}"
                         )
-                    out.write(chunk)
-                if checker is not None and isinstance(verdict := checker.finish(), Refused):
-                    raise RefusedError(
-                        f"{file}: refused by agreement {agreement.id}: "
-                        f"{verdict.reason.value}: {verdict.detail}"
-                    )
-            sha = Sha256.of_digest(digest.digest())
-            final = spool_dir / sha.hex
-            if not (final.exists() and stat.S_ISREG(final.lstat().st_mode)):
-                temp.replace(final)
-                fsutil.fsync_dir(spool_dir)
-        finally:
-            temp.unlink(missing_ok=True)
+                sha = Sha256.of_digest(digest.digest())
+                final = spool_dir / sha.hex
+                if not (final.exists() and stat.S_ISREG(final.lstat().st_mode)):
+                    temp.replace(final)
+                    fsutil.fsync_dir(spool_dir)
+            finally:
+                temp.unlink(missing_ok=True)
     return sha, size, final
 
 

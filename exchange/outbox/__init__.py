@@ -40,7 +40,7 @@ Rules:
    :meth:`Outbox.quarantine_original` with reason ``duplicate``.
 """
 
-from exchange.outbox._dirs import spool_temp, write_temp
+from exchange.outbox._dirs import spool_temp, spooling, write_temp
 from exchange.outbox._outbox import CHUNK_SIZE, Outbox
 from exchange.outbox._values import (
     CRASH_POINTS,
@@ -73,5 +73,6 @@ __all__ = [
     "Taken",
     "no_crash",
     "spool_temp",
+    "spooling",
     "write_temp",
 ]

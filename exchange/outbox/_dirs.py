@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import json
 import os
 import secrets
@@ -152,8 +153,34 @@ def write_temp(path: Path, mode: int = 0o400) -> Iterator[BinaryIO]:
         raise
 
 
+@contextlib.contextmanager
+def spooling(folder: Path) -> Iterator[None]:
+    """Held by a writer outside the daemon (``exchange send``, ``exchange correct``) for as long
+    as its :func:`spool_temp` file exists: a shared lock on the folder, so that a daemon
+    starting meanwhile does not remove a temporary that is still being written. A writer that
+    dies releases the lock with its last descriptor, so its leftover is removed next time."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
 def remove_temps(dir_fd: int) -> int:
-    """Remove our own temporary files (regular files named ``.tmp-*``) from a folder."""
+    """Remove our own temporary files (regular files named ``.tmp-*``) from a folder, unless a
+    writer holds :func:`spooling` on it (then they are left for the next start-up)."""
+    try:
+        fcntl.flock(dir_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return 0
+    try:
+        return _remove_temps_locked(dir_fd)
+    finally:
+        fcntl.flock(dir_fd, fcntl.LOCK_UN)
+
+
+def _remove_temps_locked(dir_fd: int) -> int:
     removed = 0
     for name in os.listdir(dir_fd):
         info = lstat_at(dir_fd, name) if name.startswith(TEMP_PREFIX) else None

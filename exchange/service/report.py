@@ -33,7 +33,7 @@ from exchange.corrections import corrections_json, open_corrections
 from exchange.errors import NotFoundError, RefusedError, UsageError
 from exchange.ledger import Ledger, Version
 from exchange.model import DatasetId, Sha256, VersionKind
-from exchange.outbox import spool_temp, write_temp
+from exchange.outbox import spool_temp, spooling, write_temp
 from exchange.service.context import crash_point
 from exchange.service.intake import new_delivery_ids, rules_for_agreement
 
@@ -211,30 +211,33 @@ def send(
         os.set_blocking(source.fileno(), True)
         spool_dir = cfg.folders.spool / agreement_id
         spool_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = spool_temp(spool_dir, "send")  # removed at start-up if we die
-        digest, size = hashlib.sha256(), 0
-        checker = None if decision.empty else content_checker(rules, decision)
-        try:
-            with write_temp(temp) as out:
-                while chunk := source.read(1 << 20):
-                    digest.update(chunk)
-                    size += len(chunk)
-                    if checker is not None and (refused := checker.feed(chunk)) is not None:
+        with spooling(spool_dir):
+            temp = spool_temp(spool_dir, "send")  # removed at start-up if we die
+            digest, size = hashlib.sha256(), 0
+            checker = None if decision.empty else content_checker(rules, decision)
+            try:
+                with write_temp(temp) as out:
+                    while chunk := source.read(1 << 20):
+                        digest.update(chunk)
+                        size += len(chunk)
+                        if checker is not None and (refused := checker.feed(chunk)) is not None:
+                            raise RefusedError(
+                                f"{file}: refused: {refused.reason.value}: {refused.detail}"
+                            )
+                        out.write(chunk)
+                    if checker is not None and isinstance(verdict := checker.finish(), Refused):
                         raise RefusedError(
-                            f"{file}: refused: {refused.reason.value}: {refused.detail}"
+                            f"{file}: refused: {verdict.reason.value}: {verdict.detail}"
                         )
-                    out.write(chunk)
-                if checker is not None and isinstance(verdict := checker.finish(), Refused):
-                    raise RefusedError(f"{file}: refused: {verdict.reason.value}: {verdict.detail}")
-            crash_point("send.after_spool_temp")
-            sha = Sha256.of_digest(digest.digest())
-            final = spool_dir / sha.hex
-            existing = final.exists() and stat.S_ISREG(final.lstat().st_mode)
-            if not existing:
-                temp.replace(final)
-                fsutil.fsync_dir(spool_dir)
-        finally:
-            temp.unlink(missing_ok=True)
+                crash_point("send.after_spool_temp")
+                sha = Sha256.of_digest(digest.digest())
+                final = spool_dir / sha.hex
+                existing = final.exists() and stat.S_ISREG(final.lstat().st_mode)
+                if not existing:
+                    temp.replace(final)
+                    fsutil.fsync_dir(spool_dir)
+            finally:
+                temp.unlink(missing_ok=True)
     version = ledger.record_intake(
         dataset=DatasetId(f"ds-{secrets.token_hex(16)}"),
         agreement=agreement_id,
