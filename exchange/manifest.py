@@ -68,6 +68,7 @@ __all__ = [
     "sign_manifest",
     "sign_receipt",
     "sign_unverified_rejection",
+    "signed_body",
 ]
 
 MANIFEST_MAGIC = "exchange-manifest/v1"
@@ -574,6 +575,12 @@ def sign_unverified_rejection(rejection: UnverifiedRejection, key: SigningKey) -
     return _sign(rejection.encode(), key, rejection.recipient_key)
 
 
+def signed_body(signed: bytes) -> bytes:
+    """The body of a signed document: everything before its last line (FORMAT.md §4.3).
+    The caller has checked that ``signed`` ends in LF."""
+    return signed[: signed.rfind(b"\n", 0, len(signed) - 1) + 1]
+
+
 def _split(signed: bytes, max_size: int) -> tuple[bytes, bytes]:
     """(body, signature) of a signed document, checking size and the signature line (§5 1-2)."""
     if len(signed) > max_size:
@@ -582,8 +589,8 @@ def _split(signed: bytes, max_size: int) -> tuple[bytes, bytes]:
         )
     if not signed.endswith(b"\n"):
         raise _malformed("the last line does not end in LF")
-    start = signed.rfind(b"\n", 0, len(signed) - 1) + 1
-    body, last = signed[:start], signed[start:-1]
+    body = signed_body(signed)
+    last = signed[len(body) : -1]
     if not last.startswith(_SIGNATURE_PREFIX) or not body:
         raise _malformed("the last line must be 'signature: <base64>'")
     signature = b64decode_strict(last[len(_SIGNATURE_PREFIX) :].decode("ascii", "replace"))

@@ -65,6 +65,7 @@ from exchange.manifest import (
 from exchange.model import ReasonCode
 from exchange.signing import Reason, SignatureRejected
 from exchange.transport import (
+    CappedSink,
     RemoteEntry,
     RemoteNotFoundError,
     RemoteRefusedEntry,
@@ -190,23 +191,6 @@ _FORGERY_REASONS: Mapping[Reason, ReasonCode] = {
     Reason.UNKNOWN_SIGNER: ReasonCode.SIGNATURE_INVALID,
     Reason.DECRYPTION_FAILED: ReasonCode.DECRYPT_FAILED,
 }
-
-
-class _Capped(io.RawIOBase):
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.data = bytearray()
-        self.overflow = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        room = self.cap - len(self.data)
-        if len(b) > room:
-            self.overflow = True
-        self.data += bytes(b)[: max(room, 0)]
-        return len(b)
 
 
 class _Forged(Exception):  # a control-flow value; never leaves this module
@@ -470,14 +454,14 @@ class _Collector:
     def fetch(self, remote: str, entry: RemoteEntry) -> bytes:
         if entry.size > DOCUMENT_FILE_MAX:
             raise _Forged(Reason.TOO_LARGE, f"receipt file of {entry.size} bytes")
-        raw = _Capped(DOCUMENT_FILE_MAX)
+        raw = CappedSink(DOCUMENT_FILE_MAX)
         try:
             self.transport.get(remote, cast(BinaryIO, raw), max_size=DOCUMENT_FILE_MAX)
         except RemoteTooLargeError:
             raise _Forged(Reason.TOO_LARGE, "receipt file over 64 KiB") from None
         except RemoteRefusedEntry:
             raise _Forged(Reason.MALFORMED, "receipt is a link or special file") from None
-        plain = _Capped(RECEIPT_MAX_SIZE)
+        plain = CappedSink(RECEIPT_MAX_SIZE)
         try:
             agefmt.decrypt(io.BytesIO(bytes(raw.data)), cast(BinaryIO, plain), self.identities)
         except FormatError as error:

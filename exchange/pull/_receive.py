@@ -60,6 +60,7 @@ from exchange.manifest import (
     open_manifest,
     sign_receipt,
     sign_unverified_rejection,
+    signed_body,
 )
 from exchange.model import DatasetId, ReasonCode
 from exchange.pull._filing import Inbox
@@ -67,6 +68,7 @@ from exchange.pull._replacing import file_delivery, receipt_status
 from exchange.pull._values import Outcome, PullReport, Result, Route, incident_reason
 from exchange.signing import Reason, SignatureRejected, SigningKey
 from exchange.transport import (
+    CappedSink,
     RemoteEntry,
     RemoteNotFoundError,
     RemoteRefusedEntry,
@@ -97,27 +99,7 @@ def manifest_hash(signed: bytes) -> str | None:
     final line to strip."""
     if not signed.endswith(b"\n"):
         return None
-    start = signed.rfind(b"\n", 0, len(signed) - 1) + 1
-    return hashlib.sha256(signed[:start]).hexdigest()
-
-
-class _Capped(io.RawIOBase):
-    """A memory sink that keeps at most ``cap`` bytes and remembers whether more came."""
-
-    def __init__(self, cap: int) -> None:
-        self.cap = cap
-        self.data = bytearray()
-        self.overflow = False
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
-        room = self.cap - len(self.data)
-        if len(b) > room:
-            self.overflow = True
-        self.data += bytes(b)[: max(room, 0)]
-        return len(b)
+    return hashlib.sha256(signed_body(signed)).hexdigest()
 
 
 class _Hashing(io.RawIOBase):
@@ -254,7 +236,7 @@ class Receiver:
 
     def _fetch_manifest(self, route: Route, stem: str, present: set[str]) -> _Fetched | Outcome:
         remote = f"{route.deliveries}/{stem}{FileKind.MANIFEST.value}"
-        raw = _Capped(DOCUMENT_FILE_MAX)
+        raw = CappedSink(DOCUMENT_FILE_MAX)
         try:
             self.transport.get(remote, cast(BinaryIO, raw), max_size=DOCUMENT_FILE_MAX)
         except RemoteNotFoundError:
@@ -267,7 +249,7 @@ class Receiver:
             return self._unreadable(remote, error)
         sealed = hashlib.sha256(raw.data).hexdigest()
         answer = _Answer(sealed, None, present)
-        plain = _Capped(MANIFEST_MAX_SIZE)
+        plain = CappedSink(MANIFEST_MAX_SIZE)
         try:
             agefmt.decrypt(io.BytesIO(bytes(raw.data)), cast(BinaryIO, plain), self.identities)
         except FormatError as error:
@@ -282,7 +264,7 @@ class Receiver:
             )
         claimed = None
         try:
-            body = signed[: signed.rfind(b"\n", 0, len(signed) - 1) + 1]
+            body = signed_body(signed)
             decoded = Manifest.decode(body)
             order = (decoded.sender, decoded.sequence)
             # Only a claim that gives back the file's own hub name is worth repeating.
@@ -313,7 +295,7 @@ class Receiver:
     def _open_leniently(self, signed: bytes, peers: Mapping[str, Peer]) -> Opened[Manifest]:
         """Open a manifest whose signature verified but whose replay or agreement check
         failed, to answer it with a rejected receipt (only those two checks are relaxed)."""
-        body = signed[: signed.rfind(b"\n", 0, len(signed) - 1) + 1]
+        body = signed_body(signed)
         manifest = Manifest.decode(body)
         peer = peers[manifest.sender]
         lenient = Peer(peer.id, peer.key, frozenset({manifest.agreement}), None)

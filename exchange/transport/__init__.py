@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from exchange.transport.port import (
     AtomicUpload,
     AtomicWriter,
+    CappedSink,
     EntryKind,
     Listing,
     PutResult,
@@ -29,6 +30,7 @@ __all__ = [
     "AtomicUpload",
     "AtomicWriter",
     "Backoff",
+    "CappedSink",
     "EntryKind",
     "Listing",
     "PutResult",

@@ -28,6 +28,7 @@ from __future__ import annotations
 import builtins
 import enum
 import hashlib
+import io
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -368,3 +369,23 @@ def classify_listed_name(
     if kind is not EntryKind.REGULAR:
         return None, RefusedEntry(name, kind, RefusalReason.NOT_REGULAR)
     return name, None
+
+
+class CappedSink(io.RawIOBase):
+    """A memory sink for a small download (a manifest, a receipt): keeps at most ``cap``
+    bytes and remembers whether more came, so a hostile file cannot exhaust memory."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.data = bytearray()
+        self.overflow = False
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        room = self.cap - len(self.data)
+        if len(b) > room:
+            self.overflow = True
+        self.data += bytes(b)[: max(room, 0)]
+        return len(b)
